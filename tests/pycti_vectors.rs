@@ -14,9 +14,7 @@ fn vectors() -> Value {
 }
 
 fn str_of<'v>(v: &'v Value, key: &str) -> &'v str {
-    v[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("vector lacks string `{key}`: {v}"))
+    v[key].as_str().unwrap_or_else(|| panic!("vector lacks string `{key}`: {v}"))
 }
 
 fn object_type(name: &str) -> ObjectType {
@@ -43,22 +41,14 @@ fn trail_lines_give_pyctis_patterns_and_ids() {
         assert_eq!(entry.port.map(u64::from), v["port"].as_u64(), "port of {trail:?}");
         let trail_objects = file_trails(&parsed);
         assert_eq!(trail_objects[0].pattern, str_of(v, "pattern"), "pattern of {trail:?}");
-        assert_eq!(
-            indicator_id(&trail_objects[0].pattern).to_string(),
-            str_of(v, "indicator_id"),
-            "id of {trail:?}"
-        );
+        assert_eq!(indicator_id(&trail_objects[0].pattern).to_string(), str_of(v, "indicator_id"), "id of {trail:?}");
         if let Some(observable) = v.get("observable") {
             let id = observable_value_id(object_type(str_of(observable, "type")), str_of(observable, "value"));
             assert_eq!(id.to_string(), str_of(observable, "id"), "observable of {trail:?}");
         }
         forms.insert(entry.form);
     }
-    assert_eq!(
-        forms.len(),
-        maltrail_connector::trails::Form::ALL.len(),
-        "every form has vectors: {forms:?}"
-    );
+    assert_eq!(forms.len(), maltrail_connector::trails::Form::ALL.len(), "every form has vectors: {forms:?}");
 }
 
 #[test]

@@ -31,6 +31,6 @@ if [ ! -x "$venv/bin/stix2_validator" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tools/vectors/requirements.txt
 fi
 export STIX_VALIDATOR="$PWD/$venv/bin/stix2_validator"
-export STIX_VECTORS_PYTHON="$PWD/$venv/bin/python"
+export STIX_PYTHON="$PWD/$venv/bin/python"
 
 cargo test --workspace --locked "$@"

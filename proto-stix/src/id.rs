@@ -105,10 +105,7 @@ impl StixId {
 
     /// The deterministic id of an object whose contributing properties are `properties` (name, value pairs).
     pub fn derived(object_type: ObjectType, properties: &[(&str, &str)]) -> Self {
-        Self::new(
-            object_type,
-            Uuid::new_v5(&NAMESPACE, canonical_json(properties).as_bytes()),
-        )
+        Self::new(object_type, Uuid::new_v5(&NAMESPACE, canonical_json(properties).as_bytes()))
     }
 
     pub const fn object_type(&self) -> ObjectType {
@@ -120,9 +117,25 @@ impl StixId {
     }
 }
 
+/// Room for the longest id: `marking-definition--` + 36.
+const ID_BUFFER: usize = 64;
+
+impl StixId {
+    /// Writes the id into `buffer` without the formatting machinery (ids are written by the million).
+    fn encode<'b>(&self, buffer: &'b mut [u8; ID_BUFFER]) -> &'b str {
+        let kind = self.object_type.as_str().as_bytes();
+        buffer[..kind.len()].copy_from_slice(kind);
+        buffer[kind.len()..kind.len() + 2].copy_from_slice(b"--");
+        let start = kind.len() + 2;
+        let len = self.uuid.hyphenated().encode_lower(&mut buffer[start..]).len();
+        // Type names and hyphenated UUIDs are ASCII.
+        std::str::from_utf8(&buffer[..start + len]).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for StixId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}--{}", self.object_type.as_str(), self.uuid.hyphenated())
+        f.write_str(self.encode(&mut [0; ID_BUFFER]))
     }
 }
 
@@ -144,7 +157,7 @@ impl FromStr for StixId {
 
 impl Serialize for StixId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        serializer.serialize_str(self.encode(&mut [0; ID_BUFFER]))
     }
 }
 
@@ -177,22 +190,26 @@ pub fn canonical_json(properties: &[(&str, &str)]) -> String {
 
 fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
+    let mut rest = text;
+    // Copy runs that need no escaping in one go; only `"`, `\` and control characters are escaped.
+    while let Some(at) = rest.bytes().position(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(&rest[..at]);
+        match rest.as_bytes()[at] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            control => {
                 use fmt::Write;
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
+                let _ = write!(out, "\\u{control:04x}");
             }
-            c => out.push(c),
         }
+        rest = &rest[at + 1..];
     }
+    out.push_str(rest);
     out.push('"');
 }
 
@@ -218,10 +235,7 @@ pub fn malware_id(name: &str) -> StixId {
 pub fn identity_id(name: &str, identity_class: &str) -> StixId {
     let name = name.to_lowercase();
     let class = identity_class.to_lowercase();
-    StixId::derived(
-        ObjectType::Identity,
-        &[("name", py_strip(&name)), ("identity_class", &class)],
-    )
+    StixId::derived(ObjectType::Identity, &[("name", py_strip(&name)), ("identity_class", &class)])
 }
 
 /// pycti `StixCoreRelationship.generate_id(relationship_type, source_ref, target_ref)` without start or stop time:
@@ -231,11 +245,7 @@ pub fn relationship_id(relationship_type: &str, source_ref: &StixId, target_ref:
     let target = target_ref.to_string();
     StixId::derived(
         ObjectType::Relationship,
-        &[
-            ("relationship_type", relationship_type),
-            ("source_ref", &source),
-            ("target_ref", &target),
-        ],
+        &[("relationship_type", relationship_type), ("source_ref", &source), ("target_ref", &target)],
     )
 }
 
@@ -286,11 +296,7 @@ mod tests {
     #[test]
     fn py_strip_matches_python_whitespace() {
         assert_eq!(py_strip(" \t\u{1c}\u{85}\u{a0}x y\u{3000}\u{1f}\n"), "x y");
-        assert_eq!(
-            py_strip("\u{200b}x"),
-            "\u{200b}x",
-            "zero-width space is not whitespace in Python"
-        );
+        assert_eq!(py_strip("\u{200b}x"), "\u{200b}x", "zero-width space is not whitespace in Python");
     }
 
     #[test]

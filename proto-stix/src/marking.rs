@@ -31,11 +31,7 @@ pub struct TlpError {
 
 impl fmt::Display for TlpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "`{}` is not a TLP level (expected clear, white, green, amber, amber+strict or red)",
-            self.text
-        )
+        write!(f, "`{}` is not a TLP level (expected clear, white, green, amber, amber+strict or red)", self.text)
     }
 }
 
@@ -97,9 +93,7 @@ impl Tlp {
             created_by_ref: None,
             name: Some(Cow::Borrowed(name)),
             definition_type: Cow::Borrowed("tlp"),
-            definition: MarkingContent::Tlp {
-                tlp: Cow::Borrowed(color),
-            },
+            definition: MarkingContent::Tlp { tlp: Cow::Borrowed(color) },
             x_opencti_definition_type: None,
             x_opencti_definition: None,
         };
@@ -115,9 +109,7 @@ impl Tlp {
                 created_by_ref: None,
                 name: None,
                 definition_type: Cow::Borrowed("statement"),
-                definition: MarkingContent::Statement {
-                    statement: Cow::Borrowed("custom"),
-                },
+                definition: MarkingContent::Statement { statement: Cow::Borrowed("custom") },
                 x_opencti_definition_type: Some(Cow::Borrowed("TLP")),
                 x_opencti_definition: Some(Cow::Borrowed("TLP:AMBER+STRICT")),
             },

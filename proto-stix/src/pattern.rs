@@ -108,11 +108,7 @@ impl fmt::Display for Observation<'_> {
             Self::DomainName(v) => ("domain-name:value", v),
             Self::Url(v) => ("url:value", v),
             Self::UrlMatches(regex) | Self::DomainMatches(regex) => {
-                let path = if matches!(self, Self::UrlMatches(_)) {
-                    "url:value"
-                } else {
-                    "domain-name:value"
-                };
+                let path = if matches!(self, Self::UrlMatches(_)) { "url:value" } else { "domain-name:value" };
                 write!(f, "[{path} MATCHES ")?;
                 write_literal(f, regex)?;
                 return f.write_char(']');
@@ -202,10 +198,7 @@ pub fn string_literals(pattern: &str) -> Result<Vec<String>, LiteralError> {
 pub fn regex_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if matches!(
-            c,
-            '\\' | '^' | '$' | '.' | '|' | '?' | '*' | '+' | '(' | ')' | '[' | ']' | '{' | '}'
-        ) {
+        if matches!(c, '\\' | '^' | '$' | '.' | '|' | '?' | '*' | '+' | '(' | ')' | '[' | ']' | '{' | '}') {
             out.push('\\');
         }
         out.push(c);
@@ -221,38 +214,23 @@ mod tests {
     fn one_pattern_per_shape() {
         let cases = [
             (Observation::Ipv4Addr("1.2.3.4"), "[ipv4-addr:value = '1.2.3.4']"),
-            (
-                Observation::Ipv4Addr("5.63.151.0/24"),
-                "[ipv4-addr:value = '5.63.151.0/24']",
-            ),
+            (Observation::Ipv4Addr("5.63.151.0/24"), "[ipv4-addr:value = '5.63.151.0/24']"),
             (Observation::Ipv6Addr("fe80::1"), "[ipv6-addr:value = 'fe80::1']"),
             (Observation::DomainName("evil.com"), "[domain-name:value = 'evil.com']"),
+            (Observation::Url("http://h/p?q='x'"), "[url:value = 'http://h/p?q=\\'x\\'']"),
             (
-                Observation::Url("http://h/p?q='x'"),
-                "[url:value = 'http://h/p?q=\\'x\\'']",
-            ),
-            (
-                Observation::NetworkTraffic {
-                    destination: Destination::Ipv4("1.2.3.4"),
-                    port: 443,
-                },
+                Observation::NetworkTraffic { destination: Destination::Ipv4("1.2.3.4"), port: 443 },
                 "[network-traffic:dst_ref.type = 'ipv4-addr' AND network-traffic:dst_ref.value = '1.2.3.4' AND network-traffic:dst_port = 443]",
             ),
             (
-                Observation::NetworkTraffic {
-                    destination: Destination::Domain("kuitrafes.ru"),
-                    port: 8080,
-                },
+                Observation::NetworkTraffic { destination: Destination::Domain("kuitrafes.ru"), port: 8080 },
                 "[network-traffic:dst_ref.type = 'domain-name' AND network-traffic:dst_ref.value = 'kuitrafes.ru' AND network-traffic:dst_port = 8080]",
             ),
             (
                 Observation::UrlMatches(&format!("^[a-z]+://[^/]+{}", regex_escape("/cmd.php?hwid="))),
                 "[url:value MATCHES '^[a-z]+://[^/]+/cmd\\\\.php\\\\?hwid=']",
             ),
-            (
-                Observation::DomainMatches("seek[0-9]+\\.com"),
-                "[domain-name:value MATCHES 'seek[0-9]+\\\\.com']",
-            ),
+            (Observation::DomainMatches("seek[0-9]+\\.com"), "[domain-name:value MATCHES 'seek[0-9]+\\\\.com']"),
         ];
         for (observation, expected) in cases {
             assert_eq!(observation.pattern(), expected);
@@ -261,10 +239,7 @@ mod tests {
 
     #[test]
     fn main_observable_types() {
-        let nt = Observation::NetworkTraffic {
-            destination: Destination::Ipv6("::1"),
-            port: 53,
-        };
+        let nt = Observation::NetworkTraffic { destination: Destination::Ipv6("::1"), port: 53 };
         assert_eq!(nt.main_observable_type().as_str(), "IPv6-Addr");
         assert_eq!(Observation::UrlMatches("x").main_observable_type().as_str(), "Url");
     }

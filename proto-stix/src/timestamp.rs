@@ -23,11 +23,7 @@ pub struct TimestampError {
 
 impl fmt::Display for TimestampError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "`{}` is not an RFC 3339 timestamp (expected e.g. 2026-08-23T10:11:12Z)",
-            self.text
-        )
+        write!(f, "`{}` is not an RFC 3339 timestamp (expected e.g. 2026-08-23T10:11:12Z)", self.text)
     }
 }
 
@@ -81,9 +77,7 @@ impl Timestamp {
         }
         let days = days_from_civil(year, month, day);
         let secs = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second);
-        Some(Self {
-            millis: secs * 1000 + i64::from(millis),
-        })
+        Some(Self { millis: secs * 1000 + i64::from(millis) })
     }
 
     /// Parses RFC 3339 (`2026-08-23T10:11:12Z`, `...12.5+02:00`, `t`/space separator, any fraction length).
@@ -110,8 +104,38 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// Writes `YYYY-MM-DDTHH:MM:SS.mmmZ` into `buffer` without the formatting machinery (timestamps are written by
+    /// the million). `None` for a year outside 0..=9999, which needs more digits.
+    fn encode<'b>(&self, buffer: &'b mut [u8; 24]) -> Option<&'b str> {
+        let (y, mo, d, h, mi, s, ms) = self.to_civil();
+        let year = u32::try_from(y).ok().filter(|y| *y <= 9999)?;
+        let mut put = |at: usize, value: u32, width: usize| {
+            let mut value = value;
+            for i in (at..at + width).rev() {
+                buffer[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, year, 4);
+        put(5, mo, 2);
+        put(8, d, 2);
+        put(11, h, 2);
+        put(14, mi, 2);
+        put(17, s, 2);
+        put(20, ms, 3);
+        for (at, separator) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (23, b'Z')] {
+            buffer[at] = separator;
+        }
+        std::str::from_utf8(buffer).ok()
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(text) = self.encode(&mut [0; 24]) {
+            return f.write_str(text);
+        }
         let (y, mo, d, h, mi, s, ms) = self.to_civil();
         write!(f, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
     }
@@ -119,7 +143,10 @@ impl fmt::Display for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        match self.encode(&mut [0; 24]) {
+            Some(text) => serializer.serialize_str(text),
+            None => serializer.collect_str(self),
+        }
     }
 }
 
@@ -170,9 +197,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 fn digits(bytes: &[u8], at: usize, len: usize) -> Option<u32> {
     let slice = bytes.get(at..at + len)?;
-    slice.iter().try_fold(0u32, |acc, &b| {
-        b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
-    })
+    slice.iter().try_fold(0u32, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0')))
 }
 
 fn parse(b: &[u8]) -> Option<Timestamp> {
@@ -223,9 +248,7 @@ fn parse(b: &[u8]) -> Option<Timestamp> {
         _ => return None,
     };
     let local = Timestamp::from_civil(i64::from(year), month, day, hour, minute, second, millis)?;
-    Some(Timestamp {
-        millis: local.millis - offset_minutes * 60_000,
-    })
+    Some(Timestamp { millis: local.millis - offset_minutes * 60_000 })
 }
 
 #[cfg(test)]
@@ -235,11 +258,10 @@ mod tests {
     #[test]
     fn formats_with_milliseconds_and_z() {
         assert_eq!(Timestamp::from_unix_millis(0).to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            Timestamp::from_unix_millis(1_787_400_000_123).to_string(),
-            "2026-08-22T12:00:00.123Z"
-        );
+        assert_eq!(Timestamp::from_unix_millis(1_787_400_000_123).to_string(), "2026-08-22T12:00:00.123Z");
         assert_eq!(Timestamp::from_unix_millis(-1).to_string(), "1969-12-31T23:59:59.999Z");
+        let far = Timestamp::from_civil(12345, 1, 2, 3, 4, 5, 6).unwrap();
+        assert_eq!(far.to_string(), "12345-01-02T03:04:05.006Z");
     }
 
     #[test]

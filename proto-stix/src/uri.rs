@@ -13,10 +13,7 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 fn is_sub_delim(b: u8) -> bool {
-    matches!(
-        b,
-        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
-    )
+    matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=')
 }
 
 /// `pchar` of RFC 3986 without `%` (handled apart): unreserved, sub-delims, `:` and `@`.
@@ -123,10 +120,7 @@ mod tests {
         let cases = [
             ("http://x/a b", "http://x/a%20b"),
             ("http://x/대", "http://x/%EB%8C%80"),
-            (
-                "https://a/ip/213.32.35.{49,1,51}/relations",
-                "https://a/ip/213.32.35.%7B49,1,51%7D/relations",
-            ),
+            ("https://a/ip/213.32.35.{49,1,51}/relations", "https://a/ip/213.32.35.%7B49,1,51%7D/relations"),
             ("http://x/100%", "http://x/100%25"),
             ("http://x/%zz", "http://x/%25zz"),
             ("http://x/a#b#c", "http://x/a#b%23c"),

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 
 use proto_stix::id::{identity_id, indicator_id, malware_id, observable_value_id, relationship_id};
 use proto_stix::{
-    Common, ExternalReference, Identity, Indicator, Malware, Relationship, StixId, StixObject, Timestamp, Tlp,
-    ValueObservable,
+    Common, ExternalReference, Identity, Indicator, MainObservableType, Malware, Relationship, StixId, StixObject,
+    Timestamp, Tlp, ValueObservable,
 };
 
 pub use observation::{observable_type, observation, path_regex};
@@ -36,12 +36,7 @@ pub struct Scores {
 
 impl Default for Scores {
     fn default() -> Self {
-        Self {
-            malware: 80,
-            malicious: 70,
-            suspicious: 40,
-            mass_scanner: 10,
-        }
+        Self { malware: 80, malicious: 70, suspicious: 40, mass_scanner: 10 }
     }
 }
 
@@ -125,11 +120,7 @@ impl Converter {
             identity_class: "organization".into(),
         };
         let marking_refs = [options.tlp.id()];
-        Self {
-            options,
-            author,
-            marking_refs,
-        }
+        Self { options, author, marking_refs }
     }
 
     pub fn options(&self) -> &ConvertOptions {
@@ -182,6 +173,10 @@ impl Converter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trail<'a> {
     pub pattern: String,
+    /// The indicator's id, derived from the pattern.
+    pub id: StixId,
+    /// What OpenCTI shows as the indicator's main observable type.
+    pub main_observable_type: MainObservableType,
     /// The first entry with this pattern: its text names the indicator.
     pub entry: &'a Entry,
     /// The distinct reference blocks of every entry with this pattern, in file order.
@@ -191,11 +186,13 @@ pub struct Trail<'a> {
 /// The file's trails, one per distinct pattern, in file order.
 pub fn file_trails(file: &TrailFile) -> Vec<Trail<'_>> {
     let mut trails: Vec<Trail<'_>> = Vec::with_capacity(file.entries.len());
-    let mut index: HashMap<String, usize> = HashMap::with_capacity(file.entries.len());
+    let mut index: HashMap<StixId, usize> = HashMap::with_capacity(file.entries.len());
     let mut scratch = String::new();
     for entry in &file.entries {
-        let pattern = observation(entry, &mut scratch).pattern();
-        match index.get(&pattern) {
+        let observation = observation(entry, &mut scratch);
+        let pattern = observation.pattern();
+        let id = indicator_id(&pattern);
+        match index.get(&id) {
             Some(&at) => {
                 let trail = &mut trails[at];
                 if let Some(block) = entry.block.filter(|b| !trail.blocks.contains(b)) {
@@ -203,12 +200,10 @@ pub fn file_trails(file: &TrailFile) -> Vec<Trail<'_>> {
                 }
             }
             None => {
-                index.insert(pattern.clone(), trails.len());
-                trails.push(Trail {
-                    pattern,
-                    entry,
-                    blocks: entry.block.into_iter().collect(),
-                });
+                index.insert(id, trails.len());
+                let main_observable_type = observation.main_observable_type();
+                let blocks = entry.block.into_iter().collect();
+                trails.push(Trail { pattern, id, main_observable_type, entry, blocks });
             }
         }
     }
@@ -278,13 +273,7 @@ impl<'a> FileConverter<'a> {
         let block_refs = file
             .blocks
             .iter()
-            .map(|block| {
-                block
-                    .iter()
-                    .map(external_reference)
-                    .chain([file_link.clone()])
-                    .collect()
-            })
+            .map(|block| block.iter().map(external_reference).chain([file_link.clone()]).collect())
             .collect();
         let family = (file.category == Category::Malware).then(|| {
             let (name, aliases) = family_names(file);
@@ -353,7 +342,7 @@ impl<'a> FileConverter<'a> {
     /// trail is its indicator alone, with `revoked: true`.
     pub fn trail_objects<'t>(&'t self, trail: &'t Trail<'a>, revoked: bool, out: &mut impl FnMut(StixObject<'t>)) {
         let entry = trail.entry;
-        let indicator_id = indicator_id(&trail.pattern);
+        let indicator_id = trail.id;
         let mut common = self.common(indicator_id);
         common.revoked = revoked;
         common.labels = Cow::Borrowed(&self.labels);
@@ -362,8 +351,6 @@ impl<'a> FileConverter<'a> {
             Some(comment) => format!("{} (comment: {comment})", self.description),
             None => self.description.clone(),
         };
-        let mut scratch = String::new();
-        let main_type = observation(entry, &mut scratch).main_observable_type();
         out(StixObject::Indicator(Indicator {
             common,
             name: Cow::Borrowed(&entry.text),
@@ -373,7 +360,7 @@ impl<'a> FileConverter<'a> {
             pattern_type: Cow::Borrowed("stix"),
             valid_from: self.times.valid_from,
             x_opencti_score: Some(self.score),
-            x_opencti_main_observable_type: Some(Cow::Borrowed(main_type.as_str())),
+            x_opencti_main_observable_type: Some(Cow::Borrowed(trail.main_observable_type.as_str())),
             x_opencti_detection: Some(self.file.category != Category::MassScanner),
             x_opencti_create_observables: Some(false),
         }));

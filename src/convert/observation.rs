@@ -33,18 +33,9 @@ pub fn observation<'a>(entry: &'a Entry, scratch: &'a mut String) -> Observation
         Form::Ipv6 | Form::Ipv6Cidr => Observation::Ipv6Addr(value),
         Form::Domain => Observation::DomainName(value),
         Form::Url | Form::HostPath => Observation::Url(value),
-        Form::Ipv4Port => Observation::NetworkTraffic {
-            destination: Destination::Ipv4(value),
-            port,
-        },
-        Form::Ipv6Port => Observation::NetworkTraffic {
-            destination: Destination::Ipv6(value),
-            port,
-        },
-        Form::DomainPort => Observation::NetworkTraffic {
-            destination: Destination::Domain(value),
-            port,
-        },
+        Form::Ipv4Port => Observation::NetworkTraffic { destination: Destination::Ipv4(value), port },
+        Form::Ipv6Port => Observation::NetworkTraffic { destination: Destination::Ipv6(value), port },
+        Form::DomainPort => Observation::NetworkTraffic { destination: Destination::Domain(value), port },
         Form::DomainRegex => Observation::DomainMatches(value),
         Form::Path => {
             *scratch = path_regex(value);
@@ -72,10 +63,7 @@ mod tests {
     #[test]
     fn path_regexes() {
         assert_eq!(path_regex("/cmd.php?hwid="), "^[a-z]+://[^/]+/cmd\\.php\\?hwid=");
-        assert_eq!(
-            path_regex("/365-Stealer/yourVictims/"),
-            "^[a-z]+://[^/]+/365-Stealer/yourVictims(?:[/?#.]|$)"
-        );
+        assert_eq!(path_regex("/365-Stealer/yourVictims/"), "^[a-z]+://[^/]+/365-Stealer/yourVictims(?:[/?#.]|$)");
         assert_eq!(path_regex("/a?"), "^[a-z]+://[^/]+/a\\?");
     }
 }

@@ -27,11 +27,7 @@ pub struct Classified<'a> {
 
 impl<'a> Classified<'a> {
     fn new(form: Form, value: impl Into<Cow<'a, str>>) -> Self {
-        Self {
-            form,
-            value: value.into(),
-            port: None,
-        }
+        Self { form, value: value.into(), port: None }
     }
 }
 
@@ -63,16 +59,8 @@ pub fn classify(text: &str) -> Result<Classified<'_>, SkipReason> {
         }
         let (host, port) = split_port(text)?;
         return match host_kind(host)? {
-            HostKind::Ipv4 => Ok(Classified {
-                form: Form::Ipv4Port,
-                value: host.into(),
-                port: Some(port),
-            }),
-            HostKind::Domain(name) => Ok(Classified {
-                form: Form::DomainPort,
-                value: name.into(),
-                port: Some(port),
-            }),
+            HostKind::Ipv4 => Ok(Classified { form: Form::Ipv4Port, value: host.into(), port: Some(port) }),
+            HostKind::Domain(name) => Ok(Classified { form: Form::DomainPort, value: name.into(), port: Some(port) }),
         };
     }
     match host_kind(text)? {
@@ -98,11 +86,7 @@ fn classify_bracketed_ipv6(text: &str) -> Option<Result<Classified<'_>, SkipReas
     Some(if rest.is_empty() {
         Ok(Classified::new(Form::Ipv6, inner))
     } else if let Some(port) = rest.strip_prefix(':').filter(|p| !p.contains('/')) {
-        parse_port(port).map(|port| Classified {
-            form: Form::Ipv6Port,
-            value: inner.into(),
-            port: Some(port),
-        })
+        parse_port(port).map(|port| Classified { form: Form::Ipv6Port, value: inner.into(), port: Some(port) })
     } else {
         host_path(text)
     })
@@ -151,10 +135,7 @@ fn parse_port(port: &str) -> Result<u16, SkipReason> {
     if port.is_empty() || port.len() > 10 || !port.bytes().all(|b| b.is_ascii_digit()) {
         return Err(SkipReason::MalformedPort);
     }
-    port.parse::<u64>()
-        .ok()
-        .and_then(|p| u16::try_from(p).ok())
-        .ok_or(SkipReason::PortOutOfRange)
+    port.parse::<u64>().ok().and_then(|p| u16::try_from(p).ok()).ok_or(SkipReason::PortOutOfRange)
 }
 
 enum HostKind<'a> {
@@ -165,19 +146,11 @@ enum HostKind<'a> {
 /// An IPv4 address, or a domain name (returned with the dots around it removed).
 fn host_kind(text: &str) -> Result<HostKind<'_>, SkipReason> {
     if is_ipv4_like(text) {
-        return if valid_ipv4(text) {
-            Ok(HostKind::Ipv4)
-        } else {
-            Err(SkipReason::InvalidAddress)
-        };
+        return if valid_ipv4(text) { Ok(HostKind::Ipv4) } else { Err(SkipReason::InvalidAddress) };
     }
     let name = text.trim_matches('.');
     if !name.contains('.') {
-        return Err(if text.starts_with('.') {
-            SkipReason::TldOnly
-        } else {
-            SkipReason::SingleLabel
-        });
+        return Err(if text.starts_with('.') { SkipReason::TldOnly } else { SkipReason::SingleLabel });
     }
     for label in name.split('.') {
         if label.is_empty() || !label.chars().all(is_host_char) {
@@ -226,71 +199,34 @@ mod tests {
     #[test]
     fn every_form_seen_in_the_snapshot() {
         assert_eq!(form("eamdomai.com"), ok(Form::Domain, "eamdomai.com", None));
-        assert_eq!(
-            form("xn--eepass-vbb.info"),
-            ok(Form::Domain, "xn--eepass-vbb.info", None)
-        );
-        assert_eq!(
-            form("abcdefghijklmnop.onion"),
-            ok(Form::Domain, "abcdefghijklmnop.onion", None)
-        );
+        assert_eq!(form("xn--eepass-vbb.info"), ok(Form::Domain, "xn--eepass-vbb.info", None));
+        assert_eq!(form("abcdefghijklmnop.onion"), ok(Form::Domain, "abcdefghijklmnop.onion", None));
         assert_eq!(form(".cu.cc"), ok(Form::Domain, "cu.cc", None));
         assert_eq!(form("www.evil.com."), ok(Form::Domain, "www.evil.com", None));
         assert_eq!(form("194.45.8.41:443"), ok(Form::Ipv4Port, "194.45.8.41", Some(443)));
         assert_eq!(form("68.183.53.77"), ok(Form::Ipv4, "68.183.53.77", None));
         assert_eq!(form("162.255.119.0/24"), ok(Form::Ipv4Cidr, "162.255.119.0/24", None));
-        assert_eq!(
-            form("2400:6180:0:d0::1008:2001"),
-            ok(Form::Ipv6, "2400:6180:0:d0::1008:2001", None)
-        );
+        assert_eq!(form("2400:6180:0:d0::1008:2001"), ok(Form::Ipv6, "2400:6180:0:d0::1008:2001", None));
         assert_eq!(form("2001:db8::/32"), ok(Form::Ipv6Cidr, "2001:db8::/32", None));
-        assert_eq!(
-            form("[fe80::bdd9:fd11:ea3f:a4]:135"),
-            ok(Form::Ipv6Port, "fe80::bdd9:fd11:ea3f:a4", Some(135))
-        );
-        assert_eq!(
-            form("[0:0:0:0:0:ffff:2d3e:c649]:53"),
-            ok(Form::Ipv6Port, "0:0:0:0:0:ffff:2d3e:c649", Some(53))
-        );
+        assert_eq!(form("[fe80::bdd9:fd11:ea3f:a4]:135"), ok(Form::Ipv6Port, "fe80::bdd9:fd11:ea3f:a4", Some(135)));
+        assert_eq!(form("[0:0:0:0:0:ffff:2d3e:c649]:53"), ok(Form::Ipv6Port, "0:0:0:0:0:ffff:2d3e:c649", Some(53)));
         assert_eq!(form("[::1]"), ok(Form::Ipv6, "::1", None));
-        assert_eq!(
-            form("kuitrafes.ru:8080"),
-            ok(Form::DomainPort, "kuitrafes.ru", Some(8080))
-        );
-        assert_eq!(
-            form("http://47.91.56.21/verify.php"),
-            ok(Form::Url, "http://47.91.56.21/verify.php", None)
-        );
-        assert_eq!(
-            form("example.com/gate.php"),
-            ok(Form::HostPath, "http://example.com/gate.php", None)
-        );
+        assert_eq!(form("kuitrafes.ru:8080"), ok(Form::DomainPort, "kuitrafes.ru", Some(8080)));
+        assert_eq!(form("http://47.91.56.21/verify.php"), ok(Form::Url, "http://47.91.56.21/verify.php", None));
+        assert_eq!(form("example.com/gate.php"), ok(Form::HostPath, "http://example.com/gate.php", None));
         assert_eq!(
             form("103.53.176.145:8080/ServiceDeskPlus/products.do"),
-            ok(
-                Form::HostPath,
-                "http://103.53.176.145:8080/ServiceDeskPlus/products.do",
-                None
-            )
+            ok(Form::HostPath, "http://103.53.176.145:8080/ServiceDeskPlus/products.do", None)
         );
-        assert_eq!(
-            form("webhook.site/#!/view/22e2/"),
-            ok(Form::HostPath, "http://webhook.site/#!/view/22e2/", None)
-        );
+        assert_eq!(form("webhook.site/#!/view/22e2/"), ok(Form::HostPath, "http://webhook.site/#!/view/22e2/", None));
         assert_eq!(form("[::1]:80/x y"), ok(Form::HostPath, "http://[::1]:80/x%20y", None));
         assert_eq!(form("/cmd.php?hwid="), ok(Form::Path, "/cmd.php?hwid=", None));
-        assert_eq!(
-            form("/CJ대한통운 택배V_10.3.33.apk"),
-            ok(Form::Path, "/CJ대한통운 택배V_10.3.33.apk", None)
-        );
+        assert_eq!(form("/CJ대한통운 택배V_10.3.33.apk"), ok(Form::Path, "/CJ대한통운 택배V_10.3.33.apk", None));
         assert_eq!(
             form("seek[0-9]+\\.(mootseek|zootseek)\\.com"),
             ok(Form::DomainRegex, "seek[0-9]+\\.(mootseek|zootseek)\\.com", None)
         );
-        assert_eq!(
-            form("[a-z]{1}\\.appjiagu\\.com"),
-            ok(Form::DomainRegex, "[a-z]{1}\\.appjiagu\\.com", None)
-        );
+        assert_eq!(form("[a-z]{1}\\.appjiagu\\.com"), ok(Form::DomainRegex, "[a-z]{1}\\.appjiagu\\.com", None));
         assert_eq!(form("пример.рф"), ok(Form::Domain, "пример.рф", None));
     }
 

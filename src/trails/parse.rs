@@ -35,11 +35,7 @@ pub fn parse_file(path: &str, content: &[u8]) -> Option<TrailFile> {
     for (index, raw) in content.split(|&b| b == b'\n').enumerate() {
         let line = u32::try_from(index + 1).unwrap_or(u32::MAX);
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let skip = |reason| SkippedLine {
-            line,
-            reason,
-            text: report_text(raw),
-        };
+        let skip = |reason| SkippedLine { line, reason, text: report_text(raw) };
         if raw.len() > MAX_LINE_BYTES {
             file.skipped.push(skip(SkipReason::LineTooLong));
             continue;
@@ -121,16 +117,11 @@ fn is_reference_line(comment: &str) -> bool {
 /// `None` when the line names no URL (`# Reference:` alone, `# Reference: curl -vv`).
 fn parse_reference(comment: &str) -> Option<Reference> {
     // Drop the label: everything up to the first `:` or space after the first word.
-    let after_label = comment
-        .trim_start_matches(|c: char| c.is_ascii_alphabetic())
-        .trim_start_matches([':', ' ', '\t']);
+    let after_label =
+        comment.trim_start_matches(|c: char| c.is_ascii_alphabetic()).trim_start_matches([':', ' ', '\t']);
     let (start, end, url) = if let Some(sep) = after_label.find("://") {
-        let start = after_label[..sep]
-            .rfind(|c: char| !c.is_ascii_alphabetic())
-            .map_or(0, |i| i + 1);
-        let end = after_label[sep..]
-            .find(char::is_whitespace)
-            .map_or(after_label.len(), |i| sep + i);
+        let start = after_label[..sep].rfind(|c: char| !c.is_ascii_alphabetic()).map_or(0, |i| i + 1);
+        let end = after_label[sep..].find(char::is_whitespace).map_or(after_label.len(), |i| sep + i);
         let token = &after_label[start..end];
         let url = match token.split_once("://") {
             Some(("ttp", rest)) => format!("http://{rest}"),
@@ -140,30 +131,17 @@ fn parse_reference(comment: &str) -> Option<Reference> {
         (start, end, url)
     } else {
         // A scheme-less `host/path` token, e.g. `virustotal.com/gui/file/...`.
-        let (start, token) = after_label
-            .split_whitespace()
-            .map(|t| (t.as_ptr() as usize - after_label.as_ptr() as usize, t))
-            .find(|(_, t)| {
-                t.split('/')
-                    .next()
-                    .is_some_and(|h| h.contains('.') && !h.starts_with('.'))
-                    && t.contains('/')
-            })?;
+        let (start, token) =
+            after_label.split_whitespace().map(|t| (t.as_ptr() as usize - after_label.as_ptr() as usize, t)).find(
+                |(_, t)| t.split('/').next().is_some_and(|h| h.contains('.') && !h.starts_with('.')) && t.contains('/'),
+            )?;
         (start, start + token.len(), format!("https://{token}"))
     };
     let url = encode_url(&url)?.into_owned();
     let before = after_label[..start].trim().trim_start_matches('#').trim();
     let after = after_label[end..].trim();
-    let note = [before, after]
-        .iter()
-        .filter(|s| !s.is_empty())
-        .copied()
-        .collect::<Vec<_>>()
-        .join(" ");
-    Some(Reference {
-        url,
-        note: (!note.is_empty()).then_some(note),
-    })
+    let note = [before, after].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(" ");
+    Some(Reference { url, note: (!note.is_empty()).then_some(note) })
 }
 
 /// Splits `value   # comment` at the first `#` preceded by whitespace.
@@ -216,11 +194,7 @@ webhook.site/#!/view/1/
         assert_eq!(file.blocks[1][0].url, "https://blog.example.com/post");
         assert!(file.blocks[2].is_empty(), "a bare `# Reference:` still opens a block");
 
-        let summary: Vec<_> = file
-            .entries
-            .iter()
-            .map(|e| (e.line, e.form, e.block, e.comment.as_deref()))
-            .collect();
+        let summary: Vec<_> = file.entries.iter().map(|e| (e.line, e.form, e.block, e.comment.as_deref())).collect();
         assert_eq!(
             summary,
             [
@@ -230,14 +204,7 @@ webhook.site/#!/view/1/
                 (18, Form::Ipv4, Some(2), None),
             ]
         );
-        assert_eq!(
-            file.skipped,
-            [SkippedLine {
-                line: 16,
-                reason: SkipReason::TldOnly,
-                text: ".cc".into()
-            }]
-        );
+        assert_eq!(file.skipped, [SkippedLine { line: 16, reason: SkipReason::TldOnly, text: ".cc".into() }]);
     }
 
     #[test]
@@ -256,9 +223,7 @@ webhook.site/#!/view/1/
     #[test]
     fn layout_decides_category() {
         assert_eq!(
-            parse_file("mass_scanner_cidr.txt", b"5.63.151.0/24 # rapid7")
-                .unwrap()
-                .category,
+            parse_file("mass_scanner_cidr.txt", b"5.63.151.0/24 # rapid7").unwrap().category,
             Category::MassScanner
         );
         assert!(parse_file("unknown/x.txt", b"").is_none());
