@@ -9,6 +9,8 @@ use maltrail_connector::convert::Converter;
 use maltrail_connector::directory_output::{ConnectorIdentity, DirectoryOutput};
 use maltrail_connector::export::{ExportOptions, export};
 use maltrail_connector::logging;
+use maltrail_connector::service;
+use maltrail_connector::shutdown::Shutdown;
 use proto_stix::Timestamp;
 
 fn main() -> ExitCode {
@@ -29,7 +31,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Export { trails, out, jobs, config } => run_export(trails, out, jobs, config.as_deref()),
-        Command::Run { config: _ } => Err(anyhow::anyhow!("the connector service is not available yet")),
+        Command::Run { config } => run_connector(config.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -38,6 +40,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The connector service. The configuration is checked in full before anything touches the network.
+fn run_connector(config_file: Option<&Path>) -> anyhow::Result<()> {
+    let config = config::from_process(config_file)?.connector()?;
+    logging::init(config.connector.log_level.as_str(), config.opencti.json_logging);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        connector_id = %config.connector.id,
+        source = config.maltrail.directory.as_ref().map_or_else(|| format!("github:{}@{}", config.maltrail.repository, config.maltrail.git_ref), |d| format!("dir:{}", d.display())),
+        "starting"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let shutdown = Shutdown::new();
+        shutdown.listen_for_signals();
+        service::run(config, shutdown).await
+    })
 }
 
 fn run_export(

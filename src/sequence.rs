@@ -81,7 +81,8 @@ impl Sequencer {
 /// Groups a bundle's objects into multi-object bundles of at most `max_objects` objects besides the header (the
 /// platform's worker splits them: one expectation per message). Every batch repeats the bundle's header objects
 /// (marking, author, family) so that it is self-contained, and a trail's objects are never split across two
-/// batches, so no batch references an object its worker has not seen.
+/// batches, so no batch references an object its worker has not seen: an object two trails share (one observable
+/// for `1.2.3.4:80` and `1.2.3.4:443`) goes in every batch that needs it.
 #[derive(Debug)]
 pub struct Batcher {
     max_objects: usize,
@@ -90,7 +91,9 @@ pub struct Batcher {
     /// Objects in `current` besides the header.
     current_objects: usize,
     batches: usize,
+    /// Ids in the header and in the current batch.
     seen: HashSet<StixId>,
+    header_ids: HashSet<StixId>,
 }
 
 impl Batcher {
@@ -102,12 +105,14 @@ impl Batcher {
             current_objects: 0,
             batches: 0,
             seen: HashSet::new(),
+            header_ids: HashSet::new(),
         }
     }
 
     /// Adds an object every batch starts with. Header objects come before any group.
     pub fn push_header(&mut self, object: &StixObject<'_>) {
-        if self.seen.insert(object.id()) {
+        if self.header_ids.insert(object.id()) {
+            self.seen.insert(object.id());
             let mut json = Vec::new();
             object.write_json(&mut json);
             self.header.push(json);
@@ -116,8 +121,11 @@ impl Batcher {
 
     /// Adds one trail's objects, kept in one batch. Returns the previous batch when these did not fit in it.
     pub fn push_group<'o>(&mut self, objects: impl IntoIterator<Item = StixObject<'o>>) -> Option<Piece> {
-        let mut jsons: Vec<Vec<u8>> = Vec::new();
-        for object in objects {
+        let objects: Vec<StixObject<'o>> = objects.into_iter().collect();
+        let fits = self.current_objects + objects.len() <= self.max_objects;
+        let finished = if self.current_objects > 0 && !fits { self.take_current() } else { None };
+        let mut jsons: Vec<Vec<u8>> = Vec::with_capacity(objects.len());
+        for object in &objects {
             if self.seen.insert(object.id()) {
                 let mut json = Vec::with_capacity(1024);
                 object.write_json(&mut json);
@@ -125,13 +133,8 @@ impl Batcher {
             }
         }
         if jsons.is_empty() {
-            return None;
+            return finished;
         }
-        let finished = if self.current_objects > 0 && self.current_objects + jsons.len() > self.max_objects {
-            self.take_current()
-        } else {
-            None
-        };
         let header = &self.header;
         let writer = self.current.get_or_insert_with(|| {
             let mut writer = BundleWriter::new(StixId::random(ObjectType::Bundle), None);
@@ -146,6 +149,7 @@ impl Batcher {
     fn take_current(&mut self) -> Option<Piece> {
         let writer = self.current.take()?;
         self.current_objects = 0;
+        self.seen.clone_from(&self.header_ids);
         self.batches += 1;
         let objects = writer.object_count();
         Some(Piece { bundle: writer.finish(), objects })

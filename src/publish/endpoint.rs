@@ -1,0 +1,183 @@
+//! Where the platform's RabbitMQ is: the connection the registration answer gives, each field overridable by the
+//! `MQ_*` settings (the platform often answers with a host name valid only inside its own network), and TLS.
+
+use std::path::PathBuf;
+
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
+use lapin::{Connection, ConnectionProperties};
+
+use crate::config::{MqConfig, Secret};
+
+/// Seconds between AMQP heartbeats: a dead broker connection is noticed within two of them.
+const HEARTBEAT_SECONDS: u16 = 20;
+
+/// A RabbitMQ endpoint with credentials and TLS options.
+#[derive(Debug, Clone)]
+pub struct AmqpEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub vhost: String,
+    pub use_ssl: bool,
+    pub user: String,
+    pub pass: Secret,
+    /// PEM file of the CA(s) that signed the broker's certificate.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate and key, for brokers that authenticate clients by certificate.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ssl_verify: bool,
+}
+
+/// Why a connection could not even be attempted, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("cannot read {what} {}: {source}", path.display())]
+    ReadTls { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error(
+        "MQ_SSL_VERIFY=false is not supported: the broker's certificate is always verified; give the CA that signed \
+         it with MQ_CA instead"
+    )]
+    NoVerifyUnsupported,
+    #[error("cannot connect to RabbitMQ at {endpoint}: {source}")]
+    Connect { endpoint: String, source: lapin::Error },
+}
+
+impl AmqpEndpoint {
+    /// The connection the platform returned at registration.
+    pub fn new(host: &str, port: u16, vhost: &str, use_ssl: bool, user: &str, pass: &str) -> Self {
+        Self {
+            host: host.to_owned(),
+            port,
+            vhost: vhost.to_owned(),
+            use_ssl,
+            user: user.to_owned(),
+            pass: Secret::new(pass),
+            ca: None,
+            cert: None,
+            key: None,
+            ssl_verify: true,
+        }
+    }
+
+    /// This endpoint with every `MQ_*` setting that is set applied over it.
+    pub fn with_overrides(mut self, mq: &MqConfig) -> Self {
+        if let Some(host) = &mq.host {
+            self.host.clone_from(host);
+        }
+        if let Some(port) = mq.port {
+            self.port = port;
+        }
+        if let Some(vhost) = &mq.vhost {
+            self.vhost.clone_from(vhost);
+        }
+        if let Some(use_ssl) = mq.use_ssl {
+            self.use_ssl = use_ssl;
+        }
+        if let Some(user) = &mq.user {
+            self.user.clone_from(user);
+        }
+        if let Some(pass) = &mq.pass {
+            self.pass = pass.clone();
+        }
+        self.ca = mq.ca.clone().or(self.ca);
+        self.cert = mq.cert.clone().or(self.cert);
+        self.key = mq.key.clone().or(self.key);
+        self.ssl_verify = mq.ssl_verify;
+        self
+    }
+
+    /// `amqp[s]://user@host:port/vhost`, without the password, for logs and errors.
+    pub fn describe(&self) -> String {
+        let scheme = if self.use_ssl { "amqps" } else { "amqp" };
+        format!("{scheme}://{}@{}:{}/{}", self.user, self.host, self.port, self.vhost)
+    }
+
+    fn uri(&self) -> AMQPUri {
+        AMQPUri {
+            scheme: if self.use_ssl { AMQPScheme::AMQPS } else { AMQPScheme::AMQP },
+            authority: AMQPAuthority {
+                userinfo: AMQPUserInfo { username: self.user.clone(), password: self.pass.expose().to_owned() },
+                host: self.host.clone(),
+                port: self.port,
+            },
+            vhost: self.vhost.clone(),
+            query: AMQPQueryString { heartbeat: Some(HEARTBEAT_SECONDS), ..AMQPQueryString::default() },
+        }
+    }
+
+    fn tls(&self) -> Result<OwnedTLSConfig, EndpointError> {
+        if !self.use_ssl {
+            return Ok(OwnedTLSConfig::default());
+        }
+        if !self.ssl_verify {
+            return Err(EndpointError::NoVerifyUnsupported);
+        }
+        let read = |what: &'static str, path: &PathBuf| {
+            std::fs::read(path).map_err(|source| EndpointError::ReadTls { what, path: path.clone(), source })
+        };
+        let cert_chain = match &self.ca {
+            Some(path) => Some(String::from_utf8_lossy(&read("the CA certificate (MQ_CA)", path)?).into_owned()),
+            None => None,
+        };
+        let identity = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
+                pem: read("the client certificate (MQ_CERT)", cert)?,
+                key: read("the client key (MQ_KEY)", key)?,
+            }),
+            _ => None,
+        };
+        Ok(OwnedTLSConfig { identity, cert_chain })
+    }
+
+    /// Opens a connection named `name` (shown in RabbitMQ's management UI).
+    pub async fn connect(&self, name: &str) -> Result<Connection, EndpointError> {
+        let tls = self.tls()?;
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        let runtime = lapin::runtime::default_runtime()
+            .map_err(|source| EndpointError::Connect { endpoint: self.describe(), source })?;
+        Connection::connect_uri_with_config(self.uri(), properties, tls, runtime)
+            .await
+            .map_err(|source| EndpointError::Connect { endpoint: self.describe(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_replace_only_what_is_set() {
+        let registered = AmqpEndpoint::new("rabbitmq", 5672, "/", false, "opencti", "s3cret");
+        let mq = MqConfig {
+            host: Some("127.0.0.1".into()),
+            port: None,
+            vhost: None,
+            use_ssl: None,
+            user: None,
+            pass: Some(Secret::new("other")),
+            ca: None,
+            cert: None,
+            key: None,
+            ssl_verify: true,
+        };
+        let endpoint = registered.with_overrides(&mq);
+        assert_eq!(endpoint.host, "127.0.0.1");
+        assert_eq!(endpoint.port, 5672);
+        assert_eq!(endpoint.user, "opencti");
+        assert_eq!(endpoint.pass.expose(), "other");
+        assert_eq!(endpoint.describe(), "amqp://opencti@127.0.0.1:5672//");
+        assert!(!format!("{endpoint:?}").contains("other"), "the password stays out of Debug");
+    }
+
+    #[test]
+    fn tls_options_are_checked() {
+        let mut endpoint = AmqpEndpoint::new("h", 5671, "/", true, "u", "p");
+        endpoint.ssl_verify = false;
+        assert!(matches!(endpoint.tls(), Err(EndpointError::NoVerifyUnsupported)));
+        endpoint.ssl_verify = true;
+        endpoint.ca = Some("/nonexistent/ca.pem".into());
+        let error = endpoint.tls().unwrap_err().to_string();
+        assert!(error.contains("MQ_CA") && error.contains("/nonexistent/ca.pem"), "{error}");
+    }
+}
