@@ -127,7 +127,10 @@ pub async fn plan_incremental(
             if !present.contains(&trail.id) {
                 plan.revoked.insert(trail.id);
                 candidates.insert(trail.id, Candidate { key: prefilter_key(&trail.entry.value).to_owned() });
-            } else if let Some((family_id, family_name)) = &old_family {
+            }
+            // Leaving the family's file unlinks the trail from the family, unless the trail is revoked as a whole
+            // or another file of the family lists it (both settled below).
+            if let Some((family_id, family_name)) = &old_family {
                 if !present_in_family.contains(&(trail.id, *family_id)) {
                     let key = prefilter_key(&trail.entry.value).to_owned();
                     relation_candidates
@@ -174,6 +177,8 @@ pub async fn plan_incremental(
     for plan in &mut files {
         plan.revoked.retain(|id| candidates.contains_key(id));
     }
+    // A trail revoked as a whole needs no unlinking.
+    relation_candidates.retain(|(id, _), _| !candidates.contains_key(id));
     for (pattern, family, index, _) in relation_candidates.into_values() {
         if let Some(plan) = files.get_mut(index) {
             plan.revoked_relations.push((pattern, family));
