@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite, from a fresh machine: makes sure RabbitMQ answers on 127.0.0.1:5672 (starting it when it does
-# not), installs the OASIS STIX validator in a virtualenv under target/ (once), then runs every test.
+# not), installs the OASIS STIX validator in a virtualenv under target/ (once per requirements), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,11 +26,14 @@ if ! rabbitmq_answers; then
 fi
 
 venv=target/stix-venv
-if [ ! -x "$venv/bin/stix2_validator" ]; then
+requirements=tools/validate/requirements.txt
+# (Re)install when the venv is missing or was made from other requirements.
+if ! cmp -s "$requirements" "$venv/requirements.txt" 2>/dev/null; then
+  rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tools/vectors/requirements.txt
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/requirements.txt"
 fi
-export STIX_VALIDATOR="$PWD/$venv/bin/stix2_validator"
 export STIX_PYTHON="$PWD/$venv/bin/python"
 
 cargo test --workspace --locked "$@"
