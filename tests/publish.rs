@@ -149,7 +149,8 @@ async fn an_unreachable_broker_fails_after_the_outage_bound() {
     let started = std::time::Instant::now();
     let error = Publisher::connect(nowhere, options).await.expect_err("nothing listens on port 1");
     assert!(matches!(error, PublishError::Stalled(..)), "{error}");
-    assert!(started.elapsed() >= Duration::from_secs(1), "retried with backoff before giving up");
+    // Backoff with jitter: the delays sum to between half the bound and the bound.
+    assert!(started.elapsed() >= Duration::from_millis(500), "retried with backoff before giving up");
     assert!(started.elapsed() < Duration::from_secs(20));
     topology.cleanup().await;
 }

@@ -10,11 +10,17 @@ mod endpoint;
 mod envelope;
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
 pub use endpoint::{AmqpEndpoint, EndpointError};
 pub use envelope::Envelope;
@@ -69,18 +75,22 @@ struct Trouble {
     last_error: String,
 }
 
-struct Pending {
-    body: Vec<u8>,
-    /// `None` when the message still has to be (re-)published on the current link.
-    confirm: Option<PublisherConfirm>,
-}
+/// One message's fate: the publish (the frames handed to the connection) and then its confirm.
+type Outcome = Pin<Box<dyn Future<Output = Result<Confirmation, lapin::Error>> + Send>>;
 
 /// Publishes message bodies to one exchange and routing key, with a bounded window of unconfirmed messages.
 pub struct Publisher {
     endpoint: AmqpEndpoint,
     options: PublishOptions,
     link: Option<Link>,
-    in_flight: VecDeque<Pending>,
+    /// Bodies published on the current link and not yet confirmed, oldest first...
+    in_flight: VecDeque<Arc<[u8]>>,
+    /// ...and their outcomes, in the same order.
+    outcomes: FuturesOrdered<Outcome>,
+    /// Bodies to publish (again) before any new one: returned, nacked, or lost with a link.
+    unsent: VecDeque<Arc<[u8]>>,
+    /// A message was returned or nacked: settle everything in flight, wait once, then publish again.
+    retry_round: Option<&'static str>,
     stats: PublishStats,
     connections: u64,
     trouble: Option<Trouble>,
@@ -93,6 +103,7 @@ impl std::fmt::Debug for Publisher {
             .field("exchange", &self.options.exchange)
             .field("routing_key", &self.options.routing_key)
             .field("in_flight", &self.in_flight.len())
+            .field("unsent", &self.unsent.len())
             .field("stats", &self.stats)
             .finish()
     }
@@ -110,6 +121,9 @@ impl Publisher {
             options,
             link: None,
             in_flight: VecDeque::new(),
+            outcomes: FuturesOrdered::new(),
+            unsent: VecDeque::new(),
+            retry_round: None,
             stats: PublishStats::default(),
             connections: 0,
             trouble: None,
@@ -122,27 +136,21 @@ impl Publisher {
         self.stats
     }
 
-    /// Messages published and not yet confirmed.
+    /// Messages handed over and not yet confirmed.
     pub fn unconfirmed(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight.len() + self.unsent.len()
     }
 
-    /// Publishes one message body. Returns once it is handed to the broker and the window has room again; call
+    /// Publishes one message body. Returns once it is on its way and the window has room again; call
     /// [`Publisher::flush`] to wait for every confirm.
     pub async fn publish(&mut self, body: Vec<u8>) -> Result<(), PublishError> {
-        while self.in_flight.len() >= self.options.window.max(1) {
-            self.settle_oldest().await?;
-        }
-        self.in_flight.push_back(Pending { body, confirm: None });
-        self.send_unsent().await
+        self.unsent.push_back(body.into());
+        self.pump(false).await
     }
 
     /// Waits until every message published so far is confirmed.
     pub async fn flush(&mut self) -> Result<(), PublishError> {
-        while !self.in_flight.is_empty() {
-            self.settle_oldest().await?;
-        }
-        Ok(())
+        self.pump(true).await
     }
 
     /// Closes the connection cleanly (after [`Publisher::flush`], nothing is lost).
@@ -153,42 +161,60 @@ impl Publisher {
         }
     }
 
-    /// Publishes every pending message that has no confirm on the current link, reconnecting as needed.
-    async fn send_unsent(&mut self) -> Result<(), PublishError> {
+    /// Launches unsent messages while the window has room, and settles outcomes oldest first, until the window has
+    /// room and nothing waits (or, with `drain`, until everything is confirmed).
+    async fn pump(&mut self, drain: bool) -> Result<(), PublishError> {
+        let window = self.options.window.max(1);
         loop {
-            self.ensure_link().await?;
-            let Some(link) = &self.link else { continue };
-            let mut failure = None;
-            for pending in self.in_flight.iter_mut().filter(|p| p.confirm.is_none()) {
-                let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-                let exchange = self.options.exchange.as_str().into();
-                let routing_key = self.options.routing_key.as_str().into();
-                match link.channel.basic_publish(exchange, routing_key, options, &pending.body, properties()).await {
-                    Ok(confirm) => pending.confirm = Some(confirm),
-                    Err(error) => {
-                        failure = Some(error);
-                        break;
-                    }
-                }
+            if let Some(reason) = self.retry_round.filter(|_| self.in_flight.is_empty()) {
+                self.retry_round = None;
+                self.pause(reason).await?;
             }
-            match failure {
-                None => return Ok(()),
-                Some(error) => self.lose_link(&error.to_string()),
+            while self.retry_round.is_none() && self.in_flight.len() < window && !self.unsent.is_empty() {
+                self.launch_next().await?;
             }
+            let settled = if drain {
+                self.in_flight.is_empty() && self.unsent.is_empty()
+            } else {
+                self.in_flight.len() < window && self.unsent.is_empty()
+            };
+            if settled {
+                return Ok(());
+            }
+            self.settle_oldest().await?;
         }
     }
 
-    /// Waits for the oldest message's confirm and acts on it.
+    /// Starts publishing the first unsent message on the link (connecting as needed). The publish and the wait
+    /// for its confirm run as one future, polled with the others: many messages are on the wire at once.
+    async fn launch_next(&mut self) -> Result<(), PublishError> {
+        self.ensure_link().await?;
+        let (Some(link), Some(body)) = (&self.link, self.unsent.pop_front()) else { return Ok(()) };
+        let channel = link.channel.clone();
+        let exchange: ShortString = self.options.exchange.as_str().into();
+        let routing_key: ShortString = self.options.routing_key.as_str().into();
+        let payload = Arc::clone(&body);
+        self.outcomes.push_back(Box::pin(async move {
+            let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+            channel.basic_publish(exchange, routing_key, options, &payload, properties()).await?.await
+        }));
+        self.in_flight.push_back(body);
+        Ok(())
+    }
+
+    /// Waits for the oldest message's outcome and acts on it.
     async fn settle_oldest(&mut self) -> Result<(), PublishError> {
-        let Some(front) = self.in_flight.front_mut() else { return Ok(()) };
-        let Some(confirm) = front.confirm.take() else {
-            return self.send_unsent().await;
+        let Some(outcome) = self.outcomes.next().await else {
+            // Outcomes and bodies always go together; an empty set with bodies left means they were never
+            // launched on this link: publish them again.
+            self.lose_link("publish state out of step");
+            return Ok(());
         };
-        match confirm.await {
+        match outcome {
             Ok(Confirmation::Ack(None)) => {
                 if let Some(done) = self.in_flight.pop_front() {
                     self.stats.confirmed += 1;
-                    self.stats.confirmed_bytes += done.body.len() as u64;
+                    self.stats.confirmed_bytes += done.len() as u64;
                 }
                 self.trouble = None;
                 Ok(())
@@ -201,16 +227,17 @@ impl Publisher {
                 };
                 tracing::warn!(reason, exchange = %self.options.exchange, routing_key = %self.options.routing_key, "message not accepted: publishing it again");
                 self.stats.republished += 1;
-                // Retry after the others in flight, paced so that a missing queue does not hot-loop.
+                // Retried once what is in flight has settled, after a pause, so that a missing queue does not
+                // hot-loop; the others in flight were probably refused too.
                 if let Some(again) = self.in_flight.pop_front() {
-                    self.in_flight.push_back(again);
+                    self.unsent.push_back(again);
                 }
-                self.pause(reason).await?;
-                self.send_unsent().await
+                self.retry_round = Some(reason);
+                Ok(())
             }
             Err(error) => {
                 self.lose_link(&error.to_string());
-                self.send_unsent().await
+                Ok(())
             }
         }
     }
@@ -246,17 +273,18 @@ impl Publisher {
         trouble
     }
 
-    /// Forgets the current link: every unconfirmed message will be published again on the next one.
+    /// Forgets the current link: every unconfirmed message will be published again on the next one, first and in
+    /// order.
     fn lose_link(&mut self, reason: &str) {
         self.note_trouble(reason);
         if self.link.take().is_some() {
             let unconfirmed = self.in_flight.len();
             tracing::warn!(reason, unconfirmed, endpoint = %self.endpoint.describe(), "RabbitMQ link lost: reconnecting and publishing the unconfirmed messages again");
         }
-        for pending in &mut self.in_flight {
-            if pending.confirm.take().is_some() {
-                self.stats.republished += 1;
-            }
+        self.outcomes = FuturesOrdered::new();
+        self.stats.republished += self.in_flight.len() as u64;
+        while let Some(body) = self.in_flight.pop_back() {
+            self.unsent.push_front(body);
         }
     }
 
