@@ -33,7 +33,7 @@ fn python() -> PathBuf {
     assert!(
         path.is_file(),
         "the STIX validator's Python is not at {} — run the suite with `bash tools/test.sh` (it installs \
-         tools/vectors/requirements.txt into target/stix-venv) or set STIX_PYTHON",
+         tools/validate/requirements.txt into target/stix-venv) or set STIX_PYTHON",
         path.display()
     );
     path
