@@ -89,6 +89,14 @@ impl RunContext<'_, '_> {
     pub async fn full_import(mut self, head: &Revision, now: Timestamp) -> Result<RunSummary, RunError> {
         let times = Times { valid_from: now, now };
         let mut summary = RunSummary::default();
+        let total = match self.source.file_count(head).await {
+            Ok(total) => Some(total),
+            Err(error) => {
+                tracing::warn!(%error, "cannot count the trail files: progress without a total");
+                None
+            }
+        };
+        let mut progress = Progress::new(total);
         let mut files = self.source.files(head);
         while let Some(item) = files.recv().await {
             self.check_shutdown()?;
@@ -111,14 +119,7 @@ impl RunContext<'_, '_> {
                 revoked_relations: Vec::new(),
             };
             self.send_file(&send, times, &mut summary).await?;
-            if summary.files % 250 == 0 {
-                tracing::info!(
-                    files = summary.files,
-                    trails = summary.trails_sent,
-                    messages = self.delivery.counts().messages,
-                    "full import progress"
-                );
-            }
+            progress.report(&summary, self.delivery.counts().messages);
         }
         self.delivery.confirm_all().await?;
         summary.delivered = self.delivery.counts();
@@ -185,6 +186,45 @@ impl RunContext<'_, '_> {
         }
         self.delivery.close(bundle).await?;
         Ok(())
+    }
+}
+
+/// Progress lines of a long run: files done out of the total, messages per second, time left.
+struct Progress {
+    total: Option<usize>,
+    started: std::time::Instant,
+    last: std::time::Instant,
+}
+
+/// How often a progress line is logged.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Progress {
+    fn new(total: Option<usize>) -> Self {
+        let now = std::time::Instant::now();
+        Self { total, started: now, last: now }
+    }
+
+    fn report(&mut self, summary: &RunSummary, messages: u64) {
+        if self.last.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = messages as f64 / elapsed;
+        let eta_seconds = self
+            .total
+            .filter(|total| summary.files > 0 && (summary.files as usize) < *total)
+            .map(|total| (elapsed / summary.files as f64 * (total as f64 - summary.files as f64)).round() as u64);
+        tracing::info!(
+            files = summary.files,
+            total_files = self.total,
+            trails = summary.trails_sent,
+            messages,
+            messages_per_second = rate.round() as u64,
+            eta_seconds,
+            "progress"
+        );
     }
 }
 

@@ -86,6 +86,15 @@ impl DirectorySource {
         Ok(super::Revision { id: format!("dir:{digest:016x}"), date: None })
     }
 
+    /// How many trail files the folder holds.
+    pub async fn file_count(&self, _revision: &super::Revision) -> Result<usize, super::SourceError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || list_trail_files(&root).map(|files| files.len()))
+            .await
+            .map_err(|e| super::SourceError::Other(e.to_string()))?
+            .map_err(Self::other)
+    }
+
     /// Every trail file, read on a blocking thread.
     pub fn files(&self, _revision: &super::Revision) -> super::FileStream {
         let (sender, receiver) = tokio::sync::mpsc::channel(CHANNEL_FILES);

@@ -87,6 +87,14 @@ impl Source {
         }
     }
 
+    /// How many trail files `revision` holds, for progress reports (one tree request on GitHub).
+    pub async fn file_count(&self, revision: &Revision) -> Result<usize, SourceError> {
+        match self {
+            Self::GitHub(source) => source.file_count(revision).await,
+            Self::Directory(source) => source.file_count(revision).await,
+        }
+    }
+
     /// The trail files that differ between `base` (a revision id from an earlier run) and `head`, with their
     /// contents. [`SourceError::UnknownRevision`] when `base` cannot be compared (the caller imports in full).
     pub async fn changes(&self, base: &str, head: &Revision) -> Result<Vec<FileChange>, SourceError> {

@@ -66,6 +66,11 @@ impl Planned<'_> {
     }
 }
 
+/// How many trail files commit `commit` holds (one tree request), for progress reports.
+pub(super) async fn count(source: &GitHubSource, commit: &str) -> Result<usize, SourceError> {
+    Ok(listing(source, commit, Side::Head).await?.len())
+}
+
 /// The files added, removed or modified from `old` to `new`, by path (a rename is a removal and an addition).
 fn plan<'a>(old: &'a Listing, new: &'a Listing) -> Vec<Planned<'a>> {
     let paths: BTreeSet<&String> = old.keys().chain(new.keys()).collect();

@@ -103,6 +103,11 @@ impl GitHubSource {
     pub async fn changes(&self, base: &str, head: &Revision) -> Result<Vec<FileChange>, SourceError> {
         changes::between(self, base, head).await
     }
+
+    /// How many trail files the revision holds (one tree request), so a full import can report its progress.
+    pub async fn file_count(&self, revision: &Revision) -> Result<usize, SourceError> {
+        changes::count(self, &revision.id).await
+    }
 }
 
 /// Which repository paths are trail files: `.txt` files under the trails folder, named relative to it.
