@@ -1,0 +1,121 @@
+//! The OpenCTI client against the fake platform: every call of the protocol works with pycti's documents (the fake
+//! validates them against the platform's schema), 5xx answers are retried, a wrong token is one clear error, and a
+//! GraphQL error comes back with its message.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use maltrail_connector::config::{OpenCtiConfig, Secret, TlsVerify};
+use maltrail_connector::opencti::{
+    ConnectorInfo, GraphQlClient, OpenCti, OpenCtiError, RegisterInput, RetryPolicy, WorkError,
+};
+use support::fake_opencti::{AuthFailure, FakeOpenCti, FakeOptions, Fault, StatusCode};
+
+fn client(fake: &FakeOpenCti, token: &str) -> OpenCti {
+    let config = OpenCtiConfig {
+        url: fake.url(),
+        token: Secret::new(token),
+        ssl_verify: TlsVerify::Verify,
+        json_logging: false,
+    };
+    let fast = RetryPolicy {
+        min_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(200),
+        max_retries: Some(4),
+    };
+    OpenCti::new(GraphQlClient::new(&config, fast).expect("client"))
+}
+
+#[tokio::test]
+async fn every_connector_call_round_trips() {
+    let _broker = support::rabbit::broker_shared().await;
+    let fake = FakeOpenCti::start(FakeOptions::default()).await;
+    let api = client(&fake, fake.token());
+    let id = uuid::Uuid::new_v4().to_string();
+
+    assert_eq!(api.about().await.expect("about"), "6.8.0");
+    let registration =
+        api.register(&RegisterInput::external_import(&id, "Maltrail", &["maltrail".into()])).await.expect("register");
+    assert_eq!(registration.id, id);
+    assert_eq!(registration.config.push_exchange, "amqp.worker.exchange");
+    assert_eq!(registration.config.push_routing, format!("push_routing_{id}"));
+    assert_eq!(registration.config.push, format!("push_{id}"));
+    assert_eq!(registration.connector_user_id.as_deref(), Some(fake.connector_user_id()));
+    assert_eq!(registration.connector_state, None);
+    let input = &fake.registrations()[0];
+    assert_eq!(input["type"], "EXTERNAL_IMPORT");
+    assert_eq!(input["scope"], serde_json::json!(["maltrail"]));
+    assert_eq!(input["auto"], false);
+
+    let info = ConnectorInfo { queue_threshold: 500.0, ..ConnectorInfo::default() };
+    let answer = api.ping(&id, r#"{"last_commit":"abc"}"#, &info).await.expect("ping");
+    assert_eq!(answer.connector_state.as_deref(), Some(r#"{"last_commit":"abc"}"#));
+    assert_eq!(fake.state().as_deref(), Some(r#"{"last_commit":"abc"}"#));
+
+    let queue = api.queue_details(&id).await.expect("queue details");
+    assert_eq!(queue.messages_number, 0);
+
+    let work = api.work_add(&id, "Maltrail test", true).await.expect("workAdd");
+    api.add_expectations(&work, 5).await.expect("addExpectations");
+    api.add_expectations(&work, 2).await.expect("addExpectations");
+    let error = WorkError { error: "trail line skipped".into(), source: "malware/x.txt:3".into() };
+    api.report_expectation(&work, &error).await.expect("reportExpectation");
+    api.to_processed(&work, "done", false).await.expect("toProcessed");
+    let recorded = fake.work(&work).expect("work recorded");
+    assert_eq!(recorded.friendly_name.as_deref(), Some("Maltrail test"));
+    assert!(recorded.is_multipart && recorded.processed && !recorded.in_error);
+    assert_eq!(recorded.expectations, 7);
+    assert_eq!(recorded.errors.len(), 1);
+    assert_eq!(recorded.message.as_deref(), Some("done"));
+    assert!(fake.calls().iter().all(|call| call.auth_ok && call.succeeded()), "{}", fake.call_log());
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_success() {
+    let fake = FakeOpenCti::start(FakeOptions::default()).await;
+    let api = client(&fake, fake.token());
+    fake.fail_next(2, Fault::Http(StatusCode::BAD_GATEWAY));
+    assert_eq!(api.about().await.expect("about after two 502"), "6.8.0");
+    assert_eq!(fake.calls_to("about").len(), 3);
+
+    fake.fail_next(10, Fault::Http(StatusCode::SERVICE_UNAVAILABLE));
+    let error = api.about().await.expect_err("five attempts, all 503");
+    assert!(matches!(error, OpenCtiError::Http { status: 503, .. }), "{error}");
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_one_clear_error() {
+    for failure in [AuthFailure::GraphqlError, AuthFailure::Http401] {
+        let fake = FakeOpenCti::start(FakeOptions { auth_failure: failure, ..FakeOptions::default() }).await;
+        let api = client(&fake, "not-the-token");
+        let started = Instant::now();
+        let error = api.about().await.expect_err("refused");
+        assert!(matches!(error, OpenCtiError::Unauthorized(_)), "{failure:?}: {error}");
+        assert!(error.to_string().contains("OPENCTI_TOKEN"), "{error}");
+        assert_eq!(fake.calls().len(), 1, "no retry of a refused token");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        fake.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn graphql_errors_carry_their_message() {
+    let fake = FakeOpenCti::start(FakeOptions::default()).await;
+    let api = client(&fake, fake.token());
+    fake.fail_next_op("workAdd", 1, Fault::GraphqlError("Connector not found".into(), "FUNCTIONAL_ERROR".into()));
+    let error = api.work_add("unknown", "x", true).await.expect_err("GraphQL error");
+    match &error {
+        OpenCtiError::GraphQl { operation, message, code } => {
+            assert_eq!(*operation, "workAdd");
+            assert_eq!(message, "Connector not found");
+            assert_eq!(code.as_deref(), Some("FUNCTIONAL_ERROR"));
+        }
+        other => panic!("{other}"),
+    }
+    assert!(error.to_string().contains("Connector not found"));
+    assert_eq!(fake.calls_to("workAdd").len(), 1, "GraphQL errors are not retried");
+    fake.stop().await;
+}
