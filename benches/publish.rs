@@ -4,6 +4,10 @@
 //! Run: `cargo bench --bench publish` (RabbitMQ on 127.0.0.1:5672). Options: `-- --trails N` (default 100000),
 //! `--windows 64,256,1024,4096`, `--rounds 2`. The messages are the pycti pieces (client split mode, in their
 //! envelopes) of the first trails of the real snapshot.
+//!
+//! With `--pycti-python PATH` (a Python with pika, e.g. a venv with pycti installed), the first `--pycti-messages N`
+//! messages (default 20000) are also published the way pycti publishes (tools/bench/pycti_publish.py), next to ours
+//! on the same messages in the same run.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -175,6 +179,40 @@ async fn main() {
             rate(bare_s),
             mbps(bare_s),
             bare_s / ours_s
+        );
+    }
+    if let Some(python) = arg("--pycti-python") {
+        let count: usize = arg("--pycti-messages").and_then(|v| v.parse().ok()).unwrap_or(20_000).min(messages.len());
+        let subset = &messages[..count];
+        let file = std::env::temp_dir().join(format!("{queue}.messages"));
+        let mut bytes = Vec::new();
+        for message in subset {
+            bytes.extend_from_slice(&u32::try_from(message.len()).expect("small message").to_be_bytes());
+            bytes.extend_from_slice(message);
+        }
+        std::fs::write(&file, bytes).expect("dump messages");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench/pycti_publish.py");
+        let (mut ours_times, mut pycti_times) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            ours_times.push(ours(subset, &queue, 1024).await);
+            channel.queue_purge(queue.as_str().into(), QueuePurgeOptions::default()).await.expect("purge");
+            let output = std::process::Command::new(&python)
+                .args([script, &file.display().to_string(), EXCHANGE, &queue])
+                .output()
+                .expect("run the pycti-style publisher");
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            let seconds: f64 = String::from_utf8_lossy(&output.stdout).trim().parse().expect("seconds");
+            pycti_times.push(Duration::from_secs_f64(seconds));
+            channel.queue_purge(queue.as_str().into(), QueuePurgeOptions::default()).await.expect("purge");
+        }
+        let _ = std::fs::remove_file(&file);
+        let best = |times: &[Duration]| times.iter().min().copied().unwrap_or_default().as_secs_f64();
+        let (ours_s, pycti_s) = (best(&ours_times), best(&pycti_times));
+        println!(
+            "pycti's way (pika, confirm per message), {count} messages: {:.0} msg/s; ours (window 1024): {:.0} msg/s; ratio {:.1}",
+            count as f64 / pycti_s,
+            count as f64 / ours_s,
+            pycti_s / ours_s
         );
     }
     channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await.expect("delete");
