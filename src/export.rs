@@ -118,9 +118,7 @@ fn export_file(
         tracing::warn!(file = path, "not a trail file of a known category: skipped");
         return Ok(0);
     };
-    for skipped in &file.skipped {
-        tracing::debug!(file = path, line = skipped.line, reason = %skipped.reason, text = %skipped.text, "line skipped");
-    }
+    file.log_skipped();
     if !converter.wants(file.category) {
         return Ok(0);
     }

@@ -7,8 +7,6 @@
 mod delivery;
 mod incremental;
 
-use std::collections::BTreeMap;
-
 use proto_stix::{StixObject, Timestamp};
 
 pub use delivery::{Delivery, DeliveryCounts, DeliveryError, QueueTarget};
@@ -105,7 +103,7 @@ impl RunContext<'_, '_> {
                 tracing::debug!(file = %content.path, "not a trail file of a known category");
                 continue;
             };
-            report_skipped(&file);
+            file.log_skipped();
             summary.files += 1;
             summary.stats.count_file(&file);
             if !self.converter.wants(file.category) {
@@ -226,15 +224,4 @@ impl Progress {
             "progress"
         );
     }
-}
-
-fn report_skipped(file: &TrailFile) {
-    for skipped in &file.skipped {
-        tracing::debug!(file = %file.path, line = skipped.line, reason = %skipped.reason, text = %skipped.text, "line skipped");
-    }
-}
-
-/// Skipped-line counts by reason, for logs.
-pub fn skipped_by_reason(stats: &Stats) -> BTreeMap<&'static str, u64> {
-    stats.skipped.iter().map(|(reason, n)| (reason.as_str(), *n)).collect()
 }

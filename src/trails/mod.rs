@@ -250,3 +250,12 @@ pub struct TrailFile {
     pub entries: Vec<Entry>,
     pub skipped: Vec<SkippedLine>,
 }
+
+impl TrailFile {
+    /// Logs every skipped line at debug level, with its file, line and reason.
+    pub fn log_skipped(&self) {
+        for skipped in &self.skipped {
+            tracing::debug!(file = %self.path, line = skipped.line, reason = %skipped.reason, text = %skipped.text, "line skipped");
+        }
+    }
+}
