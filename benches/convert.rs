@@ -32,6 +32,7 @@ fn peak_rss_mb() -> f64 {
 }
 
 struct Totals {
+    /// Trails parsed (stage 0) or converted (stages 1 and 2: the imported categories only).
     trails: u64,
     objects: u64,
     bytes: u64,

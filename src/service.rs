@@ -376,12 +376,24 @@ impl Service {
             delivery: Delivery::new(queue, self.directory.as_ref()),
             shutdown: &self.shutdown,
         };
-        let result = match plan {
-            Some(plan) => context.incremental(plan, head, now).await,
-            None => context.full_import(head, now).await,
+        let run = async {
+            match plan {
+                Some(plan) => context.incremental(plan, head, now).await,
+                None => context.full_import(head, now).await,
+            }
+        };
+        // The run stops at the next file after a shutdown request; a run stuck waiting on the broker (confirms, a
+        // reconnection) is given DRAIN_TIMEOUT more, then abandoned: its state is not advanced either way.
+        let deadline = async {
+            self.shutdown.triggered().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        };
+        let (result, forced) = tokio::select! {
+            result = run => (result, false),
+            () = deadline => (Err(RunError::Interrupted), true),
         };
         if let Some(mut publisher) = publisher {
-            if matches!(result, Err(RunError::Interrupted)) {
+            if matches!(result, Err(RunError::Interrupted)) && !forced {
                 // Drain what is in flight, for a bounded time: at-least-once either way.
                 let drained = tokio::time::timeout(DRAIN_TIMEOUT, publisher.flush()).await;
                 tracing::info!(
@@ -390,7 +402,8 @@ impl Service {
                     "publisher drained after shutdown"
                 );
             }
-            publisher.close().await;
+            // A stalled broker may not answer the close either.
+            let _ = tokio::time::timeout(Duration::from_secs(5), publisher.close()).await;
         }
         result
     }

@@ -8,30 +8,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use base64::Engine;
-use maltrail_connector::convert::file_trails;
 use maltrail_connector::service;
 use maltrail_connector::shutdown::Shutdown;
-use maltrail_connector::source::directory::{list_trail_files, read_trail_file};
-use maltrail_connector::trails::{Category, parse_file};
 use support::fake_github::{self, FakeGitHub, FakeRepo};
 use support::fake_opencti::{FakeOpenCti, FakeOptions};
 use support::rabbit;
 use support::snapshot::snapshot_dir;
-
-/// The indicator ids the snapshot's default categories give, computed from the files.
-fn expected_indicator_ids() -> HashSet<String> {
-    let root = snapshot_dir();
-    let mut ids = HashSet::new();
-    for path in list_trail_files(&root).expect("listing") {
-        let content = read_trail_file(&root, &path).expect("readable");
-        let file = parse_file(&path, &content).expect("trail file");
-        if file.category == Category::MassScanner {
-            continue;
-        }
-        ids.extend(file_trails(&file).into_iter().map(|t| t.id.to_string()));
-    }
-    ids
-}
+use support::trails::expected_indicator_ids;
 
 /// Indicator ids inside a bundle's JSON, without parsing it whole (the run moves gigabytes).
 fn indicator_ids(bundle: &[u8], into: &mut HashSet<String>) -> usize {
@@ -51,7 +34,7 @@ fn indicator_ids(bundle: &[u8], into: &mut HashSet<String>) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn first_run_imports_the_whole_snapshot() {
     let _broker = rabbit::broker_shared().await;
-    let expected = expected_indicator_ids();
+    let expected = expected_indicator_ids(&snapshot_dir());
     assert!(expected.len() > 1_500_000, "{} indicators expected", expected.len());
 
     let repo = FakeRepo::from_snapshot("stamparm/maltrail", "trails/static", snapshot_dir()).expect("snapshot repo");

@@ -7,3 +7,4 @@ pub mod fake_github;
 pub mod fake_opencti;
 pub mod rabbit;
 pub mod snapshot;
+pub mod trails;

@@ -1,0 +1,440 @@
+//! The `maltrail-connector` binary as a process: refusing bad configuration before any network access, SIGTERM mid-run
+//! then a restart that finishes the job, a state reset on the platform, and JSON logs that never show a secret.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use futures_util::StreamExt as _;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use support::fake_github::{self, FakeGitHub, FakeRepo};
+use support::fake_opencti::{self, FakeOpenCti, MqConnection};
+use support::rabbit;
+use support::trails::{expected_indicator_ids, small_trail_set, trail_subset};
+use tempfile::TempDir;
+
+/// A fake GitHub serving the trails under `root`.
+async fn fake_github_of(root: &Path, options: fake_github::FakeOptions) -> FakeGitHub {
+    let repo = FakeRepo::from_snapshot("stamparm/maltrail", "trails/static", root).expect("fake repo");
+    FakeGitHub::start(repo, options).await
+}
+
+/// The binary, running with exactly the environment it was given (plus `PATH` and `HOME`) in an empty working
+/// directory (no stray `config.yml`), its stderr in a file. Killed when dropped.
+struct Connector {
+    child: Child,
+    stderr: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl Connector {
+    fn start(env: &[(&str, String)]) -> Connector {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stderr = dir.path().join("stderr.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_maltrail-connector"))
+            .arg("run")
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("start the connector binary");
+        Connector { child, stderr, _dir: dir }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit; panics with its stderr after `timeout`.
+    async fn exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the connector") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the connector still runs after {timeout:?}; stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM, as `docker stop` does.
+    fn terminate(&self) {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -TERM {}", self.child.id());
+    }
+}
+
+impl Drop for Connector {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The variables that point the binary at the fakes, for one run of connector `id`.
+fn base_env(opencti: &FakeOpenCti, github: &FakeGitHub, id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("OPENCTI_URL", opencti.url()),
+        ("OPENCTI_TOKEN", opencti.token().to_owned()),
+        ("CONNECTOR_ID", id.to_owned()),
+        ("CONNECTOR_RUN_AND_TERMINATE", "true".into()),
+        ("MALTRAIL_API_BASE_URL", github.base_url()),
+    ]
+}
+
+fn with(mut env: Vec<(&'static str, String)>, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    for (name, value) in extra {
+        env.retain(|(n, _)| n != name);
+        env.push((name, (*value).to_owned()));
+    }
+    env
+}
+
+/// The platform's copy of the state, parsed (`{}` when there is none).
+fn state(opencti: &FakeOpenCti) -> serde_json::Value {
+    opencti.state().filter(|s| !s.is_empty()).map_or(serde_json::json!({}), |s| serde_json::from_str(&s).expect("JSON"))
+}
+
+/// What the platform's workers would have received: a consumer of the push queue running beside the connector.
+struct Collector {
+    stop: Arc<AtomicBool>,
+    messages: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Collected>,
+}
+
+#[derive(Default)]
+struct Collected {
+    indicator_ids: HashSet<String>,
+    /// Messages per `work_id`.
+    messages_by_work: HashMap<String, u64>,
+}
+
+impl Collector {
+    fn start(queue: String) -> Collector {
+        let stop = Arc::new(AtomicBool::new(false));
+        let messages = Arc::new(AtomicU64::new(0));
+        let (stop_flag, counter) = (stop.clone(), messages.clone());
+        let task = tokio::spawn(async move {
+            let connection = rabbit::connect().await;
+            while !rabbit::queue_exists(&queue).await {
+                assert!(!stop_flag.load(Ordering::SeqCst), "the push queue {queue} never appeared");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let channel = connection.create_channel().await.expect("channel");
+            channel.basic_qos(200, BasicQosOptions::default()).await.expect("qos");
+            let options = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
+            let mut consumer = channel
+                .basic_consume(queue.as_str().into(), "collector".into(), options, Default::default())
+                .await
+                .expect("consume");
+            let mut collected = Collected::default();
+            let mut idle_since = Instant::now();
+            loop {
+                match tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
+                    Ok(Some(Ok(delivery))) => {
+                        idle_since = Instant::now();
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        collect(&delivery.data, &mut collected);
+                    }
+                    Ok(Some(Err(error))) => panic!("consuming {queue}: {error}"),
+                    Ok(None) => panic!("the consumer of {queue} was cancelled"),
+                    Err(_) => {
+                        if stop_flag.load(Ordering::SeqCst) && idle_since.elapsed() > Duration::from_secs(2) {
+                            break;
+                        }
+                    }
+                }
+            }
+            rabbit::close(connection).await;
+            collected
+        });
+        Collector { stop, messages, task }
+    }
+
+    fn messages(&self) -> u64 {
+        self.messages.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the queue has been empty for two seconds, and returns what came.
+    async fn finish(self) -> Collected {
+        self.stop.store(true, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(120), self.task).await.expect("the collector ends").expect("collector")
+    }
+}
+
+/// Records one message: its work and the ids of the indicators its bundle holds (found without parsing the bundle
+/// whole: platform-split bundles are megabytes).
+fn collect(body: &[u8], into: &mut Collected) {
+    let envelope: serde_json::Value = serde_json::from_slice(body).expect("envelope");
+    let work = envelope["work_id"].as_str().unwrap_or_default().to_owned();
+    *into.messages_by_work.entry(work).or_default() += 1;
+    let content = envelope["content"].as_str().expect("content");
+    let bundle = base64::engine::general_purpose::STANDARD.decode(content).expect("base64");
+    let text = String::from_utf8_lossy(&bundle);
+    let marker = "\"type\":\"indicator\",\"spec_version\":\"2.1\",\"id\":\"";
+    for (at, _) in text.match_indices(marker) {
+        let start = at + marker.len();
+        if let Some(id) = text.get(start..start + 47) {
+            into.indicator_ids.insert(id.to_owned());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bad_configuration_is_refused_before_any_network_access() {
+    let trails = small_trail_set();
+    let github = fake_github_of(trails.path(), fake_github::FakeOptions::default()).await;
+    let opencti = FakeOpenCti::start(fake_opencti::FakeOptions::default()).await;
+    let base = base_env(&opencti, &github, &uuid::Uuid::new_v4().to_string());
+    let pairs = base.iter().map(|(k, v)| ((*k).to_owned(), v.clone()));
+    maltrail_connector::config::load(pairs, None).and_then(|s| s.connector()).expect("the base configuration is valid");
+
+    let cases: [(&str, Option<&str>); 7] = [
+        ("CONNECTOR_ID", Some("not-a-uuid")),
+        ("CONNECTOR_DURATION_PERIOD", Some("1h")),
+        ("CONNECTOR_LOG_LEVEL", Some("verbose")),
+        ("OPENCTI_URL", None),
+        ("MALTRAIL_CATEGORIES", Some("malware,trojans")),
+        ("MQ_PORT", Some("amqp")),
+        ("MQ_PORT", Some("70000")),
+    ];
+    for (variable, value) in cases {
+        let mut env = base.clone();
+        env.retain(|(name, _)| *name != variable);
+        if let Some(value) = value {
+            env.push((variable, value.to_owned()));
+        }
+        let mut connector = Connector::start(&env);
+        let status = connector.exit(Duration::from_secs(5)).await;
+        let stderr = connector.stderr();
+        assert!(!status.success(), "{variable}={value:?} accepted; stderr:\n{stderr}");
+        assert!(stderr.contains(variable), "{variable}={value:?}: stderr does not name it:\n{stderr}");
+    }
+
+    assert!(opencti.calls().is_empty(), "OpenCTI was called:\n{}", opencti.call_log());
+    assert!(github.requests().is_empty(), "GitHub was called: {:?}", github.requests());
+    opencti.stop().await;
+    github.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn b_sigterm_mid_run_then_a_restart_finishes_the_import() {
+    let _broker = rabbit::broker_shared().await;
+    // Fails with how to start RabbitMQ when it is not running.
+    rabbit::close(rabbit::connect().await).await;
+    // A run of several seconds: a large part of the snapshot, split by the platform, with a publish window small
+    // enough that the connector cannot read far ahead of what the broker takes (so messages flow from the start).
+    let trails = trail_subset(&[("malware", 600, 0..=u64::MAX), ("malicious", 60, 0..=u64::MAX)]);
+    let expected = expected_indicator_ids(trails.path());
+    let github = fake_github_of(trails.path(), fake_github::FakeOptions::default()).await;
+    let opencti = FakeOpenCti::start(fake_opencti::FakeOptions::default()).await;
+    let connector_id = uuid::Uuid::new_v4().to_string();
+    let env = with(
+        base_env(&opencti, &github, &connector_id),
+        &[
+            ("CONNECTOR_SPLIT", "platform"),
+            ("CONNECTOR_BATCH_SIZE", "2000"),
+            ("CONNECTOR_PUBLISH_WINDOW", "16"),
+            ("MALTRAIL_CREATE_OBSERVABLES", "false"),
+        ],
+    );
+    let collector = Collector::start(format!("push_{connector_id}"));
+
+    // First run: interrupted as soon as messages flow.
+    let mut first = Connector::start(&env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while collector.messages() == 0 {
+        assert!(Instant::now() < deadline, "no message within 60 s; stderr:\n{}", first.stderr());
+        assert!(first.child.try_wait().expect("status").is_none(), "exited early:\n{}", first.stderr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.terminate();
+    let terminated = Instant::now();
+    let status = first.exit(Duration::from_secs(30)).await;
+    let stderr = first.stderr();
+    assert_eq!(status.code(), Some(0), "exit after SIGTERM; stderr:\n{stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    let works = opencti.works();
+    assert_eq!(works.len(), 1, "{works:?}");
+    assert!(works[0].processed && works[0].in_error, "the interrupted work is closed in error: {:?}", works[0]);
+    assert!(state(&opencti).get("last_commit").is_none(), "the state did not advance: {}", state(&opencti));
+    eprintln!("first run: SIGTERM after {} messages, exit after {:?}", collector.messages(), terminated.elapsed());
+
+    // Second run: a full import again, to the end.
+    let mut second = Connector::start(&env);
+    let status = second.exit(Duration::from_secs(180)).await;
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", second.stderr());
+    let collected = collector.finish().await;
+
+    let works = opencti.works();
+    assert_eq!(works.len(), 2, "{works:?}");
+    let work = &works[1];
+    assert!(work.friendly_name.as_deref().is_some_and(|n| n.starts_with("Maltrail full import")), "{work:?}");
+    assert!(work.processed && !work.in_error, "{work:?}");
+    let published = work.expectations - work.errors.len() as i64;
+    assert_eq!(collected.messages_by_work.get(&work.id).copied().unwrap_or(0) as i64, published);
+    assert_eq!(state(&opencti)["last_commit"], github.head_sha().as_str());
+    let missing = expected.difference(&collected.indicator_ids).count();
+    assert_eq!(missing, 0, "of {} indicators, {missing} never reached the queue", expected.len());
+
+    opencti.stop().await;
+    github.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn c_a_state_reset_on_the_platform_brings_a_full_import() {
+    let _broker = rabbit::broker_shared().await;
+    // Fails with how to start RabbitMQ when it is not running.
+    rabbit::close(rabbit::connect().await).await;
+    let trails = small_trail_set();
+    let expected = expected_indicator_ids(trails.path());
+    let github = fake_github_of(trails.path(), fake_github::FakeOptions::default()).await;
+    let opencti = FakeOpenCti::start(fake_opencti::FakeOptions::default()).await;
+    let connector_id = uuid::Uuid::new_v4().to_string();
+    let env = base_env(&opencti, &github, &connector_id);
+    let queue = format!("push_{connector_id}");
+
+    let mut first = Connector::start(&env);
+    assert!(first.exit(Duration::from_secs(60)).await.success(), "{}", first.stderr());
+    assert_eq!(state(&opencti)["last_commit"], github.head_sha().as_str());
+    rabbit::drain(&queue, Duration::from_secs(1)).await;
+
+    // A user resets the connector's state in the platform's UI.
+    opencti.reset_state(Some("{}".into()));
+    let mut second = Connector::start(&env);
+    assert!(second.exit(Duration::from_secs(60)).await.success(), "{}", second.stderr());
+
+    let works = opencti.works();
+    assert_eq!(works.len(), 2, "{works:?}");
+    for work in &works {
+        assert!(work.friendly_name.as_deref().is_some_and(|n| n.starts_with("Maltrail full import")), "{work:?}");
+        assert!(work.processed && !work.in_error, "{work:?}");
+    }
+    let mut ids = HashSet::new();
+    let messages = rabbit::drain(&queue, Duration::from_secs(2)).await;
+    for message in &messages {
+        let envelope = message.envelope();
+        assert_eq!(envelope.work_id.as_deref(), Some(works[1].id.as_str()));
+        ids.extend(envelope.objects().iter().filter(|o| o["type"] == "indicator").map(|o| o["id"].to_string()));
+    }
+    let ids: HashSet<String> = ids.into_iter().map(|id| id.trim_matches('"').to_owned()).collect();
+    assert!(ids == expected, "the second run sends every indicator again ({} of {})", ids.len(), expected.len());
+    assert_eq!(works[1].expectations - works[1].errors.len() as i64, messages.len() as i64);
+    assert_eq!(state(&opencti)["last_commit"], github.head_sha().as_str());
+
+    opencti.stop().await;
+    github.stop();
+}
+
+/// A RabbitMQ user of its own, so that its password is a string no log has any other reason to hold. Deleted when
+/// dropped.
+struct BrokerUser {
+    name: String,
+    password: String,
+}
+
+impl BrokerUser {
+    fn create() -> BrokerUser {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let user = BrokerUser { name: format!("maltrail-test-{suffix}"), password: format!("mq-pass-{suffix}") };
+        rabbitmqctl(&["add_user", &user.name, &user.password]);
+        rabbitmqctl(&["set_permissions", "-p", "/", &user.name, ".*", ".*", ".*"]);
+        user
+    }
+}
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").args(["-q", "delete_user", &self.name]).output();
+    }
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let output = Command::new("rabbitmqctl").arg("-q").args(args).output().expect("run rabbitmqctl");
+    assert!(output.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn d_json_logs_without_secrets() {
+    let _broker = rabbit::broker_shared().await;
+    // Fails with how to start RabbitMQ when it is not running.
+    rabbit::close(rabbit::connect().await).await;
+    let trails = small_trail_set();
+    // A line the parser skips: logged at debug level, with its text.
+    let odd = "# Reference: https://example.invalid/\nlifecycle-test.example\n18.197.239.109:66086\n";
+    std::fs::write(trails.path().join("malware/zz_lifecycle_test.txt"), odd).expect("write a trail file");
+    let github_token = format!("ghp_{}", uuid::Uuid::new_v4().simple());
+    let github_options = fake_github::FakeOptions { token: Some(github_token.clone()), ..Default::default() };
+    let github = fake_github_of(trails.path(), github_options).await;
+    let user = tokio::task::spawn_blocking(BrokerUser::create).await.expect("broker user");
+    // The platform hands out a password of its own too: the MQ_* variables override it.
+    let platform_pass = format!("platform-pass-{}", uuid::Uuid::new_v4().simple());
+    let connection = MqConnection { pass: platform_pass.clone(), ..MqConnection::default() };
+    let opencti = FakeOpenCti::start(fake_opencti::FakeOptions { connection, ..Default::default() }).await;
+    let connector_id = uuid::Uuid::new_v4().to_string();
+    let env = with(
+        base_env(&opencti, &github, &connector_id),
+        &[
+            ("OPENCTI_JSON_LOGGING", "true"),
+            ("CONNECTOR_LOG_LEVEL", "debug"),
+            ("MALTRAIL_API_KEY", &github_token),
+            ("MQ_USER", &user.name),
+            ("MQ_PASS", &user.password),
+        ],
+    );
+
+    // A failing call on each side, so that error paths (which quote URLs and answers) are in the logs too.
+    opencti.fail_next_op("workAdd", 1, fake_opencti::Fault::Http(fake_opencti::StatusCode::BAD_GATEWAY));
+    github.fail_next(1, fake_github::Fault::Status(fake_opencti::StatusCode::BAD_GATEWAY));
+
+    let mut connector = Connector::start(&env);
+    let status = connector.exit(Duration::from_secs(60)).await;
+    let stderr = connector.stderr();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("OpenCTI call failed: retrying") && stderr.contains("GitHub request failed"), "{stderr}");
+    assert!(opencti.works().first().is_some_and(|w| w.processed && !w.in_error), "{:?}", opencti.works());
+    assert!(github.requests().iter().all(|r| r.status != Some(401)), "the API key is sent");
+
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() >= 5, "a run logs more than that:\n{stderr}");
+    let mut debug_lines = 0;
+    for line in &lines {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(event["level"].is_string(), "no level: {line}");
+        let message = event.get("message").or_else(|| event.pointer("/fields/message"));
+        assert!(message.is_some_and(serde_json::Value::is_string), "no message: {line}");
+        debug_lines += usize::from(event["level"] == "DEBUG");
+    }
+    assert!(debug_lines > 0, "CONNECTOR_LOG_LEVEL=debug shows debug events (the skipped line)");
+    for (name, secret) in [
+        ("OPENCTI_TOKEN", opencti.token()),
+        ("MALTRAIL_API_KEY", github_token.as_str()),
+        ("MQ_PASS", user.password.as_str()),
+        ("the platform's broker password", platform_pass.as_str()),
+    ] {
+        assert!(!stderr.contains(secret), "{name} appears in the logs:\n{stderr}");
+    }
+
+    drop(connector);
+    opencti.stop().await;
+    github.stop();
+    tokio::task::spawn_blocking(move || drop(user)).await.expect("delete the broker user");
+}
