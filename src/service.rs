@@ -48,6 +48,7 @@ fn lock(shared: &SharedHandle) -> std::sync::MutexGuard<'_, Shared> {
 
 /// Everything the service needs, built once at start.
 struct Service {
+    timings: Timings,
     config: Config,
     opencti: OpenCti,
     connector_id: String,
@@ -59,9 +60,27 @@ struct Service {
     shutdown: Shutdown,
 }
 
-/// Runs the connector until shutdown (or after one run with run-and-terminate). An authentication error, or a
-/// platform that never answers before shutdown, ends it with an error.
+/// The service's clocks. Only tests change them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// Between two pings (pycti: 40 s).
+    pub ping_interval: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self { ping_interval: PING_INTERVAL }
+    }
+}
+
+/// Runs the connector until shutdown (or after one run with run-and-terminate). An authentication error ends it
+/// with an error; shutdown while the platform is still unreachable ends it cleanly.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    run_with(config, shutdown, Timings::default()).await
+}
+
+/// [`run`] with other timings.
+pub async fn run_with(config: Config, shutdown: Shutdown, timings: Timings) -> anyhow::Result<()> {
     let client = GraphQlClient::new(&config.opencti, RetryPolicy::default())?;
     let opencti = OpenCti::new(client);
     let connector_id = config.connector.id.to_string();
@@ -114,6 +133,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     let shared = Arc::new(Mutex::new(Shared { state, generation: 0, info }));
     let service = Service {
+        timings,
         converter: Converter::new(config.convert.clone()),
         config,
         opencti,
@@ -139,9 +159,11 @@ async fn register(
         &config.connector.name,
         &config.connector.scope,
     );
-    let attempt = async {
+    let url = config.opencti.url.clone();
+    // Owned data only: a future borrowing the config here trips the compiler's `Send` inference under `select!`.
+    let attempt = async move {
         let version = patient.about().await?;
-        tracing::info!(version, url = %config.opencti.url, "OpenCTI answers");
+        tracing::info!(version, url, "OpenCTI answers");
         patient.register(&input).await
     };
     tokio::select! {
@@ -158,6 +180,7 @@ impl Service {
     /// The scheduling loop, with the ping task beside it.
     async fn schedule(self) -> anyhow::Result<()> {
         let pinger = tokio::spawn(ping_loop(
+            self.timings.ping_interval,
             self.opencti.clone(),
             self.connector_id.clone(),
             Arc::clone(&self.shared),
@@ -376,16 +399,12 @@ impl Service {
             delivery: Delivery::new(queue, self.directory.as_ref()),
             shutdown: &self.shutdown,
         };
-        let run = async {
-            match plan {
-                Some(plan) => context.incremental(plan, head, now).await,
-                None => context.full_import(head, now).await,
-            }
-        };
+        let run = run_plan(context, plan, head, now);
         // The run stops at the next file after a shutdown request; a run stuck waiting on the broker (confirms, a
         // reconnection) is given DRAIN_TIMEOUT more, then abandoned: its state is not advanced either way.
-        let deadline = async {
-            self.shutdown.triggered().await;
+        let shutdown = self.shutdown.clone();
+        let deadline = async move {
+            shutdown.triggered().await;
             tokio::time::sleep(DRAIN_TIMEOUT).await;
         };
         let (result, forced) = tokio::select! {
@@ -463,12 +482,18 @@ impl Service {
     }
 }
 
-/// Pings every 40 s with the state and runtime info; adopts the platform's state when it differs (a user reset the
-/// connector in the UI).
-async fn ping_loop(opencti: OpenCti, connector_id: String, shared: SharedHandle, shutdown: Shutdown) {
+/// Pings every `interval` with the state and runtime info; adopts the platform's state when it differs (a user reset
+/// the connector in the UI).
+async fn ping_loop(
+    interval: Duration,
+    opencti: OpenCti,
+    connector_id: String,
+    shared: SharedHandle,
+    shutdown: Shutdown,
+) {
     let quick = opencti.with_retry(RetryPolicy { max_retries: Some(2), ..RetryPolicy::default() });
     loop {
-        if !shutdown.sleep(PING_INTERVAL).await {
+        if !shutdown.sleep(interval).await {
             return;
         }
         let (sent, info) = {
@@ -488,6 +513,19 @@ async fn ping_loop(opencti: OpenCti, connector_id: String, shared: SharedHandle,
             }
             Err(error) => tracing::warn!(%error, "ping failed"),
         }
+    }
+}
+
+/// The import the plan calls for: incremental, or full.
+async fn run_plan(
+    context: RunContext<'_, '_>,
+    plan: Option<&crate::run::IncrementalPlan>,
+    head: &Revision,
+    now: Timestamp,
+) -> Result<RunSummary, RunError> {
+    match plan {
+        Some(plan) => context.incremental(plan, head, now).await,
+        None => context.full_import(head, now).await,
     }
 }
 

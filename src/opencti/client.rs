@@ -127,6 +127,7 @@ impl GraphQlClient {
             .retry(backoff)
             .when(OpenCtiError::is_transient)
             .notify(|error, delay| {
+                crate::metrics::global().retry();
                 tracing::warn!(operation, error = %error, retry_in = ?delay, "OpenCTI call failed: retrying");
             })
             .await?;

@@ -258,6 +258,7 @@ impl Publisher {
 
     /// Starts or continues the current run of failures.
     fn note_trouble(&mut self, reason: &str) -> &mut Trouble {
+        crate::metrics::global().retry();
         let max_outage = self.options.max_outage;
         let trouble = self.trouble.get_or_insert_with(|| Trouble {
             delays: ExponentialBuilder::default()
@@ -302,7 +303,7 @@ impl Publisher {
                 let reason = trouble.last_error.clone();
                 self.pause(&reason).await?;
             }
-            match self.open_link().await {
+            match open_link(&self.endpoint, &self.options).await {
                 Ok(link) => {
                     if self.connections > 0 {
                         self.stats.reconnects += 1;
@@ -321,13 +322,14 @@ impl Publisher {
             }
         }
     }
+}
 
-    async fn open_link(&self) -> Result<Link, PublishError> {
-        let connection = self.endpoint.connect(&self.options.connection_name).await?;
-        let connect_error =
-            |source: lapin::Error| EndpointError::Connect { endpoint: self.endpoint.describe(), source };
-        let channel = connection.create_channel().await.map_err(connect_error)?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(connect_error)?;
-        Ok(Link { connection, channel })
-    }
+/// Opens a connection and a confirm-mode channel. A free function, so that the publisher itself (which holds
+/// futures that are `Send` but not `Sync`) is not borrowed across the awaits.
+async fn open_link(endpoint: &AmqpEndpoint, options: &PublishOptions) -> Result<Link, PublishError> {
+    let connection = endpoint.connect(&options.connection_name).await?;
+    let connect_error = |source: lapin::Error| EndpointError::Connect { endpoint: endpoint.describe(), source };
+    let channel = connection.create_channel().await.map_err(connect_error)?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(connect_error)?;
+    Ok(Link { connection, channel })
 }

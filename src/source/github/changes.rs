@@ -164,11 +164,15 @@ fn collect(tree: &TreeJson, prefix: &str) -> Result<Listing, SourceError> {
 
 /// The contents of blobs `shas`, [`BLOB_CONCURRENCY`] requests at a time.
 async fn fetch_blobs(source: &GitHubSource, shas: BTreeSet<&str>) -> Result<HashMap<String, Vec<u8>>, SourceError> {
-    futures_util::stream::iter(shas)
-        .map(|sha| async move { Ok::<_, SourceError>((sha.to_owned(), blob(source, sha).await?)) })
-        .buffer_unordered(BLOB_CONCURRENCY)
-        .try_collect()
-        .await
+    // The futures are made up front, with concrete lifetimes: a `map` closure returning a borrowing future trips
+    // the compiler's `Send` inference when the whole run is spawned.
+    let fetches: Vec<_> = shas.into_iter().map(|sha| named_blob(source, sha.to_owned())).collect();
+    futures_util::stream::iter(fetches).buffer_unordered(BLOB_CONCURRENCY).try_collect().await
+}
+
+async fn named_blob(source: &GitHubSource, sha: String) -> Result<(String, Vec<u8>), SourceError> {
+    let content = blob(source, &sha).await?;
+    Ok((sha, content))
 }
 
 /// One blob, asked for raw; a JSON answer (a server ignoring the raw media type) is decoded from base64.

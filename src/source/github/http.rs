@@ -278,6 +278,7 @@ impl Api {
             })
             .notify(|failure, delay| {
                 retries += 1;
+                crate::metrics::global().retry();
                 log_retry(path, retries, failure, delay);
             })
             .await;
