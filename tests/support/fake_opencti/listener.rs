@@ -11,11 +11,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// A TCP socket bound to `addr` with SO_REUSEADDR and SO_REUSEPORT, not listening yet.
+/// A TCP socket bound to `addr` with SO_REUSEADDR (so that the port can be bound again while old connections are in
+/// TIME_WAIT), not listening yet. Never SO_REUSEPORT: with it, binding port 0 may hand out a port another fake of
+/// the same user already listens on, and the two would answer each other's requests.
 pub(super) fn port_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
     socket.bind(addr)?;
     Ok(socket)
 }

@@ -371,9 +371,9 @@ impl FakeOpenCti {
         if down {
             let server = lock(&self.server).take();
             if let Some(server) = server {
-                let reserved = port_socket(self.addr);
                 server.shutdown().await;
-                *lock(&self.reserved_port) = reserved.ok();
+                // Keep the port (bound, not listening: connections are refused) so nothing else takes it.
+                *lock(&self.reserved_port) = port_socket(self.addr).ok();
             }
         } else {
             if lock(&self.server).is_some() {
