@@ -10,10 +10,10 @@ use std::time::Duration;
 use base64::Engine;
 use maltrail_connector::service;
 use maltrail_connector::shutdown::Shutdown;
-use support::fake_github::{self, FakeGitHub, FakeRepo};
+use support::fake_github::{self, FakeGitHub};
 use support::fake_opencti::{FakeOpenCti, FakeOptions};
 use support::rabbit;
-use support::snapshot::snapshot_dir;
+use support::snapshot::{snapshot_dir, snapshot_repo};
 use support::trails::expected_indicator_ids;
 
 /// Indicator ids inside a bundle's JSON, without parsing it whole (the run moves gigabytes).
@@ -37,25 +37,22 @@ async fn first_run_imports_the_whole_snapshot() {
     let expected = expected_indicator_ids(&snapshot_dir());
     assert!(expected.len() > 1_500_000, "{} indicators expected", expected.len());
 
-    let repo = FakeRepo::from_snapshot("stamparm/maltrail", "trails/static", snapshot_dir()).expect("snapshot repo");
-    let github = FakeGitHub::start(repo, fake_github::FakeOptions::default()).await;
+    let github = FakeGitHub::start(snapshot_repo(), fake_github::FakeOptions::default()).await;
     let opencti = FakeOpenCti::start(FakeOptions::default()).await;
     let connector_id = uuid::Uuid::new_v4().to_string();
     let push_queue = format!("push_{connector_id}");
 
-    let env = [
-        ("OPENCTI_URL", opencti.url()),
-        ("OPENCTI_TOKEN", opencti.token().to_owned()),
-        ("CONNECTOR_ID", connector_id.clone()),
-        ("CONNECTOR_RUN_AND_TERMINATE", "true".into()),
-        ("CONNECTOR_SPLIT", "platform".into()),
-        ("CONNECTOR_BATCH_SIZE", "5000".into()),
-        ("MALTRAIL_CREATE_OBSERVABLES", "false".into()),
-        ("MALTRAIL_API_BASE_URL", github.base_url()),
-    ];
-    let config = maltrail_connector::config::load(env.map(|(k, v)| (k.to_owned(), v)), None)
-        .and_then(|settings| settings.connector())
-        .expect("valid config");
+    let config = support::connector::config(
+        &opencti,
+        &connector_id,
+        &[
+            ("CONNECTOR_RUN_AND_TERMINATE", "true".into()),
+            ("CONNECTOR_SPLIT", "platform".into()),
+            ("CONNECTOR_BATCH_SIZE", "5000".into()),
+            ("MALTRAIL_CREATE_OBSERVABLES", "false".into()),
+            ("MALTRAIL_API_BASE_URL", github.base_url()),
+        ],
+    );
 
     // The platform's workers: consume the push queue while the connector publishes.
     let consumer = {

@@ -17,10 +17,10 @@ use maltrail_connector::trails::{Category, TrailFile, parse_file};
 use proto_stix::StixId;
 use proto_stix::id::{malware_id, relationship_id};
 use serde_json::Value;
-use support::fake_github::{self, Change, FakeGitHub, FakeRepo};
+use support::fake_github::{self, Change, FakeGitHub};
 use support::fake_opencti::{FakeOpenCti, FakeOptions};
 use support::rabbit;
-use support::snapshot::snapshot_dir;
+use support::snapshot::{snapshot_dir, snapshot_repo};
 
 const NEW_DATE: &str = "2026-08-30T12:00:00Z";
 
@@ -139,8 +139,7 @@ async fn second_run_sends_only_the_changes() {
         Change::put("README.md", "changed\n"),
     ];
 
-    let repo = FakeRepo::from_snapshot("stamparm/maltrail", "trails/static", &root).expect("snapshot repo");
-    let github = FakeGitHub::start(repo, fake_github::FakeOptions::default()).await;
+    let github = FakeGitHub::start(snapshot_repo(), fake_github::FakeOptions::default()).await;
     let head = github.add_commit("test changes", NEW_DATE, changes);
     let state = serde_json::json!({
         "last_commit": fake_github::SNAPSHOT_COMMIT,
@@ -150,16 +149,11 @@ async fn second_run_sends_only_the_changes() {
     let opencti =
         FakeOpenCti::start(FakeOptions { initial_state: Some(state.to_string()), ..FakeOptions::default() }).await;
     let connector_id = uuid::Uuid::new_v4().to_string();
-    let env = [
-        ("OPENCTI_URL", opencti.url()),
-        ("OPENCTI_TOKEN", opencti.token().to_owned()),
-        ("CONNECTOR_ID", connector_id.clone()),
-        ("CONNECTOR_RUN_AND_TERMINATE", "true".into()),
-        ("MALTRAIL_API_BASE_URL", github.base_url()),
-    ];
-    let config = maltrail_connector::config::load(env.map(|(k, v)| (k.to_owned(), v)), None)
-        .and_then(|settings| settings.connector())
-        .expect("config");
+    let config = support::connector::config(
+        &opencti,
+        &connector_id,
+        &[("CONNECTOR_RUN_AND_TERMINATE", "true".into()), ("MALTRAIL_API_BASE_URL", github.base_url())],
+    );
     github.reset_log();
     tokio::time::timeout(Duration::from_secs(300), service::run(config, Shutdown::new()))
         .await

@@ -33,16 +33,11 @@ async fn scheduled_runs_follow_a_state_reset_and_stop_on_shutdown() {
     let head = github.head_sha();
     let opencti = FakeOpenCti::start(FakeOptions::default()).await;
     let connector_id = uuid::Uuid::new_v4().to_string();
-    let env = [
-        ("OPENCTI_URL", opencti.url()),
-        ("OPENCTI_TOKEN", opencti.token().to_owned()),
-        ("CONNECTOR_ID", connector_id.clone()),
-        ("CONNECTOR_DURATION_PERIOD", "PT2S".into()),
-        ("MALTRAIL_API_BASE_URL", github.base_url()),
-    ];
-    let config = maltrail_connector::config::load(env.map(|(k, v)| (k.to_owned(), v)), None)
-        .and_then(|settings| settings.connector())
-        .expect("config");
+    let config = support::connector::config(
+        &opencti,
+        &connector_id,
+        &[("CONNECTOR_DURATION_PERIOD", "PT2S".into()), ("MALTRAIL_API_BASE_URL", github.base_url())],
+    );
     let shutdown = Shutdown::new();
     let timings = Timings { ping_interval: Duration::from_millis(300) };
     let service = tokio::spawn(service::run_with(config, shutdown.clone(), timings));

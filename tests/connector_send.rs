@@ -58,18 +58,16 @@ async fn client_split_run_is_what_pycti_would_send() {
 
     let opencti = FakeOpenCti::start(FakeOptions::default()).await;
     let connector_id = uuid::Uuid::new_v4().to_string();
-    let env = [
-        ("OPENCTI_URL", opencti.url()),
-        ("OPENCTI_TOKEN", opencti.token().to_owned()),
-        ("CONNECTOR_ID", connector_id.clone()),
-        ("CONNECTOR_RUN_AND_TERMINATE", "true".into()),
-        ("CONNECTOR_SEND_TO_DIRECTORY", "true".into()),
-        ("CONNECTOR_SEND_TO_DIRECTORY_PATH", bundles.display().to_string()),
-        ("MALTRAIL_DIRECTORY", trails.display().to_string()),
-    ];
-    let config = maltrail_connector::config::load(env.map(|(k, v)| (k.to_owned(), v)), None)
-        .and_then(|settings| settings.connector())
-        .expect("config");
+    let config = support::connector::config(
+        &opencti,
+        &connector_id,
+        &[
+            ("CONNECTOR_RUN_AND_TERMINATE", "true".into()),
+            ("CONNECTOR_SEND_TO_DIRECTORY", "true".into()),
+            ("CONNECTOR_SEND_TO_DIRECTORY_PATH", bundles.display().to_string()),
+            ("MALTRAIL_DIRECTORY", trails.display().to_string()),
+        ],
+    );
     tokio::time::timeout(Duration::from_secs(300), service::run(config, Shutdown::new()))
         .await
         .expect("run within 5 minutes")

@@ -4,8 +4,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -14,6 +13,7 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use serde_json::Value;
 use support::fake_github::sha1::{git_blob_sha, git_object_id, sha1_hex};
 use support::fake_github::{Change, FakeGitHub, FakeOptions, FakeRepo, Fault, SNAPSHOT_COMMIT};
+use support::snapshot::{snapshot_dir, snapshot_repo};
 
 const REPO: &str = "stamparm/maltrail";
 const TRAILS: &str = "trails/static";
@@ -24,21 +24,9 @@ const EXTRA_FILES: usize = 4;
 const EMOTET_BLOB: &str = "05647df579700343ee915a4661a7f865a568e4d9";
 const ICARUS_BLOB: &str = "604008044476160f346453252608c7c79b2f7fd0";
 
-fn snapshot_dir() -> PathBuf {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/maltrail/trails/static"));
-    assert!(dir.is_dir(), "the Maltrail snapshot is missing: looked for the directory {}", dir.display());
-    dir.to_path_buf()
-}
-
 fn local_file(relative: &str) -> Vec<u8> {
     let path = snapshot_dir().join(relative);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-/// The snapshot repository, loaded once per test binary and cloned (cheaply: contents are shared) per test.
-fn snapshot() -> FakeRepo {
-    static SNAPSHOT: OnceLock<FakeRepo> = OnceLock::new();
-    SNAPSHOT.get_or_init(|| FakeRepo::from_snapshot(REPO, TRAILS, snapshot_dir()).expect("load the snapshot")).clone()
 }
 
 /// A tiny repository for tests that do not need the snapshot.
@@ -157,7 +145,7 @@ fn git_hash_objects(dir: &Path, relative: &[String]) -> Option<Vec<String>> {
 
 #[tokio::test]
 async fn commits_endpoint_answers_json_sha_and_not_modified() {
-    let github = FakeGitHub::start(snapshot(), FakeOptions::default()).await;
+    let github = FakeGitHub::start(snapshot_repo(), FakeOptions::default()).await;
     let url = format!("{}/repos/{REPO}/commits/master", github.base_url());
 
     let first = get(&url).await;
@@ -198,7 +186,7 @@ async fn commits_endpoint_answers_json_sha_and_not_modified() {
 
 #[tokio::test]
 async fn trees_list_every_trail_blob_with_git_ids() {
-    let github = FakeGitHub::start(snapshot(), FakeOptions::default()).await;
+    let github = FakeGitHub::start(snapshot_repo(), FakeOptions::default()).await;
     let base = github.base_url();
     let tree = get(&format!("{base}/repos/{REPO}/git/trees/{SNAPSHOT_COMMIT}?recursive=1")).await.json();
     assert_eq!(tree["truncated"], false);
@@ -231,7 +219,7 @@ async fn trees_list_every_trail_blob_with_git_ids() {
 
 #[tokio::test]
 async fn blobs_come_as_wrapped_base64_or_raw() {
-    let github = FakeGitHub::start(snapshot(), FakeOptions::default()).await;
+    let github = FakeGitHub::start(snapshot_repo(), FakeOptions::default()).await;
     let url = format!("{}/repos/{REPO}/git/blobs/{ICARUS_BLOB}", github.base_url());
     let expected = local_file("malware/icarus _ransomware.txt");
 
@@ -252,7 +240,7 @@ async fn blobs_come_as_wrapped_base64_or_raw() {
 
 #[tokio::test]
 async fn contents_api_truncates_directories_and_skips_large_content() {
-    let github = FakeGitHub::start(snapshot(), FakeOptions::default()).await;
+    let github = FakeGitHub::start(snapshot_repo(), FakeOptions::default()).await;
     let base = github.base_url();
 
     let listing = get(&format!("{base}/repos/{REPO}/contents/trails/static/malware")).await.json();
@@ -293,7 +281,7 @@ async fn contents_api_truncates_directories_and_skips_large_content() {
 
 #[tokio::test]
 async fn compare_lists_added_removed_modified_and_renamed_files() {
-    let github = FakeGitHub::start(snapshot(), FakeOptions::default()).await;
+    let github = FakeGitHub::start(snapshot_repo(), FakeOptions::default()).await;
     let base = github.base_url();
     let mut scanner = local_file("mass_scanner.txt");
     scanner.extend_from_slice(b"192.0.2.7 # scanner.example\n");
@@ -403,7 +391,7 @@ async fn compare_caps_its_file_list_and_detects_edited_renames() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tarball_redirects_to_a_download_host_without_credentials() {
     let options = FakeOptions { token: Some("s3cret".into()), separate_download_host: true, ..FakeOptions::default() };
-    let github = FakeGitHub::start(snapshot(), options).await;
+    let github = FakeGitHub::start(snapshot_repo(), options).await;
     assert_ne!(github.base_url(), github.download_base_url());
     let mut headers = HeaderMap::new();
     headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cret"));

@@ -4,7 +4,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use maltrail_connector::config::{MaltrailConfig, Secret};
@@ -16,7 +15,7 @@ use reqwest::StatusCode;
 use support::fake_github::{
     Change, FakeGitHub, FakeOptions, FakeRepo, Fault, RequestRecord, SNAPSHOT_COMMIT, SNAPSHOT_DATE,
 };
-use support::snapshot::snapshot_dir;
+use support::snapshot::{snapshot_dir, snapshot_repo};
 
 const REPO: &str = "stamparm/maltrail";
 const TRAILS: &str = "trails/static";
@@ -26,12 +25,6 @@ const ICARUS: &str = "malware/icarus _ransomware.txt";
 /// Shows the source's logs (retries, waits) in a failing test's output, or with `--nocapture`.
 fn logs() {
     let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("maltrail_connector=debug").try_init();
-}
-
-/// The snapshot repository, loaded once per test binary and cloned (cheaply: contents are shared) per test.
-fn snapshot() -> FakeRepo {
-    static SNAPSHOT: OnceLock<FakeRepo> = OnceLock::new();
-    SNAPSHOT.get_or_init(|| FakeRepo::from_snapshot(REPO, TRAILS, snapshot_dir()).expect("load the snapshot")).clone()
 }
 
 /// A tiny repository for tests that do not need the snapshot.
@@ -121,7 +114,7 @@ fn statuses(log: &[RequestRecord]) -> Vec<Option<u16>> {
 #[tokio::test]
 async fn head_returns_the_commit_then_asks_with_its_etag() {
     logs();
-    let github = FakeGitHub::start(snapshot(), FakeOptions::default()).await;
+    let github = FakeGitHub::start(snapshot_repo(), FakeOptions::default()).await;
     let source = source(&github);
     assert_eq!(source.describe(), "github:stamparm/maltrail@master");
 
@@ -153,7 +146,7 @@ async fn files_stream_the_whole_snapshot_and_keep_the_token_on_the_api_host() {
         api_path_prefix: "/api/v3".into(),
         ..FakeOptions::default()
     };
-    let github = FakeGitHub::start(snapshot(), options).await;
+    let github = FakeGitHub::start(snapshot_repo(), options).await;
     let source = source_with(&github, Some("t0k3n"), quick_policy());
 
     let started = Instant::now();
@@ -217,7 +210,7 @@ fn without_last_lines(content: &[u8], count: usize) -> Vec<u8> {
 #[tokio::test]
 async fn changes_list_each_changed_file_with_both_contents() {
     logs();
-    let github = FakeGitHub::start(snapshot(), FakeOptions::default()).await;
+    let github = FakeGitHub::start(snapshot_repo(), FakeOptions::default()).await;
     let source = source(&github);
     let head_sha = edit_trails(&github);
     let head = source.head().await.expect("head");
@@ -267,7 +260,7 @@ async fn changes_list_each_changed_file_with_both_contents() {
 #[tokio::test]
 async fn changes_of_the_same_revision_are_empty_and_an_unknown_base_is_reported() {
     logs();
-    let github = FakeGitHub::start(snapshot(), FakeOptions::default()).await;
+    let github = FakeGitHub::start(snapshot_repo(), FakeOptions::default()).await;
     let source = source(&github);
     let head = snapshot_revision();
     assert_eq!(source.changes(SNAPSHOT_COMMIT, &head).await.expect("no changes"), []);
@@ -407,7 +400,7 @@ async fn a_refused_token_fails_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_failing_before_any_file_is_retried() {
     logs();
-    let github = FakeGitHub::start(snapshot(), FakeOptions::default()).await;
+    let github = FakeGitHub::start(snapshot_repo(), FakeOptions::default()).await;
     let policy = RetryPolicy { read_timeout: Duration::from_secs(2), ..quick_policy() };
     let source = source_with(&github, None, policy);
 
@@ -429,7 +422,7 @@ async fn a_download_failing_before_any_file_is_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_cut_midway_ends_with_an_error() {
     logs();
-    let github = FakeGitHub::start(snapshot(), FakeOptions::default()).await;
+    let github = FakeGitHub::start(snapshot_repo(), FakeOptions::default()).await;
     let source = source(&github);
     let mut stream = source.files(&snapshot_revision());
     for _ in 0..20 {

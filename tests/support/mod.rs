@@ -3,6 +3,7 @@
 // Not every test crate uses every helper.
 #![allow(dead_code)]
 
+pub mod connector;
 pub mod fake_github;
 pub mod fake_opencti;
 pub mod rabbit;
