@@ -358,6 +358,12 @@ impl Service {
                 &connection.pass,
             )
             .with_overrides(&self.config.mq);
+            if endpoint.use_ssl && !endpoint.ssl_verify {
+                tracing::warn!(
+                    endpoint = %endpoint.describe(),
+                    "the broker's TLS certificate is not verified (MQ_SSL_VERIFY=false): give its CA with MQ_CA instead"
+                );
+            }
             let options = PublishOptions {
                 exchange: self.registration.config.push_exchange.clone(),
                 routing_key: self.registration.config.push_routing.clone(),

@@ -180,7 +180,7 @@ pub struct MqConfig {
     pub cert: Option<PathBuf>,
     /// The client certificate's private key (PEM).
     pub key: Option<PathBuf>,
-    /// Check the broker's certificate (default on).
+    /// Check the broker's certificate (default on); off, TLS still encrypts but accepts any certificate.
     pub ssl_verify: bool,
 }
 

@@ -7,6 +7,7 @@ use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{Connection, ConnectionProperties};
 
+use super::unverified_tls::{self, ClientIdentity};
 use crate::config::{MqConfig, Secret};
 
 /// Seconds between AMQP heartbeats: a dead broker connection is noticed within two of them.
@@ -34,11 +35,8 @@ pub struct AmqpEndpoint {
 pub enum EndpointError {
     #[error("cannot read {what} {}: {source}", path.display())]
     ReadTls { what: &'static str, path: PathBuf, source: std::io::Error },
-    #[error(
-        "MQ_SSL_VERIFY=false is not supported: the broker's certificate is always verified; give the CA that signed \
-         it with MQ_CA instead"
-    )]
-    NoVerifyUnsupported,
+    #[error("cannot set up TLS without verification (MQ_SSL_VERIFY=false): {0}")]
+    UnverifiedTls(rustls::Error),
     #[error("cannot connect to RabbitMQ at {endpoint}: {source}")]
     Connect { endpoint: String, source: lapin::Error },
 }
@@ -106,40 +104,48 @@ impl AmqpEndpoint {
         }
     }
 
+    /// lapin's TLS settings (verifying the broker's certificate against the system's roots or `MQ_CA`).
     fn tls(&self) -> Result<OwnedTLSConfig, EndpointError> {
         if !self.use_ssl {
             return Ok(OwnedTLSConfig::default());
         }
-        if !self.ssl_verify {
-            return Err(EndpointError::NoVerifyUnsupported);
-        }
-        let read = |what: &'static str, path: &PathBuf| {
-            std::fs::read(path).map_err(|source| EndpointError::ReadTls { what, path: path.clone(), source })
-        };
         let cert_chain = match &self.ca {
-            Some(path) => Some(String::from_utf8_lossy(&read("the CA certificate (MQ_CA)", path)?).into_owned()),
+            Some(path) => Some(String::from_utf8_lossy(&read_tls("the CA certificate (MQ_CA)", path)?).into_owned()),
             None => None,
         };
-        let identity = match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
-                pem: read("the client certificate (MQ_CERT)", cert)?,
-                key: read("the client key (MQ_KEY)", key)?,
-            }),
-            _ => None,
-        };
+        let identity = self
+            .client_identity()?
+            .map(|identity| OwnedIdentity::PKCS8 { pem: identity.cert_pem, key: identity.key_pem });
         Ok(OwnedTLSConfig { identity, cert_chain })
+    }
+
+    /// The client certificate and key (`MQ_CERT`, `MQ_KEY`), when both are set.
+    fn client_identity(&self) -> Result<Option<ClientIdentity>, EndpointError> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Ok(Some(ClientIdentity {
+                cert_pem: read_tls("the client certificate (MQ_CERT)", cert)?,
+                key_pem: read_tls("the client key (MQ_KEY)", key)?,
+            })),
+            _ => Ok(None),
+        }
     }
 
     /// Opens a connection named `name` (shown in RabbitMQ's management UI).
     pub async fn connect(&self, name: &str) -> Result<Connection, EndpointError> {
-        let tls = self.tls()?;
         let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let runtime = lapin::runtime::default_runtime()
-            .map_err(|source| EndpointError::Connect { endpoint: self.describe(), source })?;
-        Connection::connect_uri_with_config(self.uri(), properties, tls, runtime)
-            .await
-            .map_err(|source| EndpointError::Connect { endpoint: self.describe(), source })
+        let connect_error = |source| EndpointError::Connect { endpoint: self.describe(), source };
+        if self.use_ssl && !self.ssl_verify {
+            let connector = unverified_tls::connector(self.client_identity()?).map_err(EndpointError::UnverifiedTls)?;
+            return unverified_tls::connect(self.uri(), properties, connector).await.map_err(connect_error);
+        }
+        let tls = self.tls()?;
+        let runtime = lapin::runtime::default_runtime().map_err(connect_error)?;
+        Connection::connect_uri_with_config(self.uri(), properties, tls, runtime).await.map_err(connect_error)
     }
+}
+
+fn read_tls(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, EndpointError> {
+    std::fs::read(path).map_err(|source| EndpointError::ReadTls { what, path: path.clone(), source })
 }
 
 #[cfg(test)]
@@ -173,9 +179,6 @@ mod tests {
     #[test]
     fn tls_options_are_checked() {
         let mut endpoint = AmqpEndpoint::new("h", 5671, "/", true, "u", "p");
-        endpoint.ssl_verify = false;
-        assert!(matches!(endpoint.tls(), Err(EndpointError::NoVerifyUnsupported)));
-        endpoint.ssl_verify = true;
         endpoint.ca = Some("/nonexistent/ca.pem".into());
         let error = endpoint.tls().unwrap_err().to_string();
         assert!(error.contains("MQ_CA") && error.contains("/nonexistent/ca.pem"), "{error}");

@@ -8,6 +8,7 @@
 
 mod endpoint;
 mod envelope;
+mod unverified_tls;
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -8,4 +8,5 @@ pub mod fake_github;
 pub mod fake_opencti;
 pub mod rabbit;
 pub mod snapshot;
+pub mod tls_proxy;
 pub mod trails;

@@ -1,0 +1,120 @@
+//! A TLS front for the local RabbitMQ: a test certificate authority, a broker certificate for `localhost` signed by
+//! it, and a proxy that terminates TLS and forwards the bytes to 127.0.0.1:5672, as a TLS listener of a real
+//! broker would. Optionally it demands a client certificate signed by the same authority.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+/// PEM files of a test certificate authority and of certificates it signed, in a temporary directory.
+pub struct TestPki {
+    dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "maltrail-connector test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key")).expect("CA");
+
+        let leaf = |names: Vec<String>| {
+            let key = KeyPair::generate().expect("key");
+            let cert = CertificateParams::new(names).expect("parameters").signed_by(&key, &ca).expect("certificate");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(vec!["localhost".into()]);
+        let (client_cert, client_key) = leaf(vec!["maltrail-connector".into()]);
+
+        let write = |name: &str, content: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).expect("write PEM");
+            path
+        };
+        Self {
+            ca: write("ca.pem", &ca.pem()),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server.key", &server_key),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client.key", &client_key),
+            dir,
+        }
+    }
+}
+
+/// The proxy; stops listening (and drops its connections) when dropped.
+pub struct TlsProxy {
+    pub port: u16,
+    task: JoinHandle<()>,
+}
+
+impl TlsProxy {
+    /// Listens on a free loopback port; `require_client_cert` makes it refuse clients without a certificate
+    /// signed by the test authority.
+    pub async fn start(pki: &TestPki, require_client_cert: bool) -> Self {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let read = |path: &PathBuf| std::fs::read(path).expect("read PEM");
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(&pki.server_cert))
+            .collect::<Result<_, _>>()
+            .expect("server certificate");
+        let key = PrivateKeyDer::from_pem_slice(&read(&pki.server_key)).expect("server key");
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions");
+        let builder = if require_client_cert {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&read(&pki.ca)) {
+                roots.add(cert.expect("CA certificate")).expect("CA root");
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder.with_single_cert(chain, key).expect("server config");
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                connections.spawn(forward(acceptor.clone(), client));
+            }
+        });
+        Self { port, task }
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One client: TLS handshake (a failed one just closes the socket, as a broker does), then bytes both ways.
+async fn forward(acceptor: TlsAcceptor, client: TcpStream) {
+    let Ok(mut tls) = acceptor.accept(client).await else { return };
+    let broker: SocketAddr = ([127, 0, 0, 1], 5672).into();
+    let Ok(mut upstream) = TcpStream::connect(broker).await else { return };
+    let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+}
