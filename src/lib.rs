@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod directory_output;
+pub mod error_chain;
 pub mod export;
 pub mod logging;
 pub mod metrics;

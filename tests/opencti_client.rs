@@ -11,6 +11,7 @@ use maltrail_connector::opencti::{
     ConnectorInfo, GraphQlClient, OpenCti, OpenCtiError, RegisterInput, RetryPolicy, WorkError,
 };
 use support::fake_opencti::{AuthFailure, FakeOpenCti, FakeOptions, Fault, StatusCode};
+use support::tls_proxy::{TestPki, TlsProxy};
 
 fn client(fake: &FakeOpenCti, token: &str) -> OpenCti {
     let config = OpenCtiConfig {
@@ -118,4 +119,45 @@ async fn graphql_errors_carry_their_message() {
     assert!(error.to_string().contains("Connector not found"));
     assert_eq!(fake.calls_to("workAdd").len(), 1, "GraphQL errors are not retried");
     fake.stop().await;
+}
+
+#[tokio::test]
+async fn https_is_checked_against_the_ca_bundle_or_deliberately_not_at_all() {
+    let _broker = support::rabbit::broker_shared().await;
+    let fake = FakeOpenCti::start(FakeOptions::default()).await;
+    let pki = TestPki::new();
+    let proxy = TlsProxy::start(&pki, fake.addr(), false).await;
+    let over_tls = |ssl_verify: TlsVerify| {
+        let config = OpenCtiConfig {
+            url: format!("https://localhost:{}", proxy.port),
+            token: Secret::new(fake.token()),
+            ssl_verify,
+            json_logging: false,
+        };
+        let once = RetryPolicy {
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(10),
+            max_retries: Some(1),
+        };
+        OpenCti::new(GraphQlClient::new(&config, once).expect("client"))
+    };
+
+    assert_eq!(over_tls(TlsVerify::CaFile(pki.ca.clone())).about().await.expect("CA bundle"), "6.8.0");
+    assert_eq!(over_tls(TlsVerify::NoVerify).about().await.expect("no verification"), "6.8.0");
+    let error = over_tls(TlsVerify::Verify).about().await.expect_err("unknown CA refused");
+    assert!(format!("{error:#}").to_lowercase().contains("certificate"), "{error:#}");
+    let other = TestPki::new();
+    assert!(over_tls(TlsVerify::CaFile(other.ca.clone())).about().await.is_err(), "another CA's bundle refused");
+
+    let error = GraphQlClient::new(
+        &OpenCtiConfig {
+            url: fake.url(),
+            token: Secret::new(fake.token()),
+            ssl_verify: TlsVerify::CaFile(pki.server_key.clone()),
+            json_logging: false,
+        },
+        RetryPolicy::default(),
+    )
+    .expect_err("a key file is no CA bundle");
+    assert!(error.to_string().contains("server.key"), "{error}");
 }

@@ -60,7 +60,7 @@ async fn publish_one_through(endpoint: AmqpEndpoint) {
 async fn the_brokers_certificate_is_verified_against_mq_ca() {
     let _broker = rabbit::broker_shared().await;
     let pki = TestPki::new();
-    let proxy = TlsProxy::start(&pki, false).await;
+    let proxy = TlsProxy::rabbitmq(&pki, false).await;
     publish_one_through(endpoint(&proxy, true, Some(&pki))).await;
 }
 
@@ -68,7 +68,7 @@ async fn the_brokers_certificate_is_verified_against_mq_ca() {
 async fn an_unknown_certificate_is_refused_when_verifying() {
     let _broker = rabbit::broker_shared().await;
     let pki = TestPki::new();
-    let proxy = TlsProxy::start(&pki, false).await;
+    let proxy = TlsProxy::rabbitmq(&pki, false).await;
     let error = endpoint(&proxy, true, None).connect("test-tls-refused").await.expect_err("untrusted broker");
     let message = error.to_string();
     assert!(message.contains("localhost") && message.to_lowercase().contains("certificate"), "{message}");
@@ -82,7 +82,7 @@ async fn an_unknown_certificate_is_refused_when_verifying() {
 async fn mq_ssl_verify_false_accepts_a_certificate_nobody_vouches_for() {
     let _broker = rabbit::broker_shared().await;
     let pki = TestPki::new();
-    let proxy = TlsProxy::start(&pki, false).await;
+    let proxy = TlsProxy::rabbitmq(&pki, false).await;
     publish_one_through(endpoint(&proxy, false, None)).await;
 }
 
@@ -90,7 +90,7 @@ async fn mq_ssl_verify_false_accepts_a_certificate_nobody_vouches_for() {
 async fn a_client_certificate_is_presented_whether_or_not_the_broker_is_verified() {
     let _broker = rabbit::broker_shared().await;
     let pki = TestPki::new();
-    let proxy = TlsProxy::start(&pki, true).await;
+    let proxy = TlsProxy::rabbitmq(&pki, true).await;
     publish_one_through(with_client_certificate(endpoint(&proxy, true, Some(&pki)), &pki)).await;
     publish_one_through(with_client_certificate(endpoint(&proxy, false, None), &pki)).await;
 
@@ -106,7 +106,7 @@ async fn a_client_certificate_is_presented_whether_or_not_the_broker_is_verified
 #[tokio::test]
 async fn unreadable_tls_files_are_named_in_the_error() {
     let pki = TestPki::new();
-    let proxy = TlsProxy::start(&pki, false).await;
+    let proxy = TlsProxy::rabbitmq(&pki, false).await;
     let mut missing_key = with_client_certificate(endpoint(&proxy, false, None), &pki);
     missing_key.key = Some("/nonexistent/client.key".into());
     let error = missing_key.connect("test-tls-missing-key").await.expect_err("no key file").to_string();

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::config::{OpenCtiConfig, Secret, TlsVerify};
+use crate::error_chain::error_chain;
 
 /// How often and how long a call is retried.
 #[derive(Debug, Clone, Copy)]
@@ -39,12 +40,12 @@ pub enum OpenCtiError {
     #[error("OpenCTI {operation} answered HTTP {status}: {body}")]
     Http { operation: &'static str, status: u16, body: String },
     /// The platform could not be reached (after retries).
-    #[error("OpenCTI {operation}: cannot reach {url}: {source}")]
+    #[error("OpenCTI {operation}: cannot reach {url}: {detail}")]
     Transport {
         operation: &'static str,
         url: String,
-        #[source]
-        source: reqwest::Error,
+        /// The transport error with its causes (reqwest's own message leaves them out).
+        detail: String,
     },
     /// The answer was not what the call expects.
     #[error("OpenCTI {operation}: unexpected answer: {message}")]
@@ -95,6 +96,12 @@ impl GraphQlClient {
                     .map_err(|e| OpenCtiError::Setup(format!("cannot read the CA bundle {}: {e}", path.display())))?;
                 let certificates = reqwest::Certificate::from_pem_bundle(&pem)
                     .map_err(|e| OpenCtiError::Setup(format!("{} is not a PEM CA bundle: {e}", path.display())))?;
+                if certificates.is_empty() {
+                    return Err(OpenCtiError::Setup(format!(
+                        "{} holds no PEM certificate (OPENCTI_SSL_VERIFY wants a CA bundle)",
+                        path.display()
+                    )));
+                }
                 builder = builder.tls_certs_merge(certificates);
             }
         }
@@ -135,19 +142,15 @@ impl GraphQlClient {
     }
 
     async fn attempt(&self, operation: &'static str, body: &Value) -> Result<Value, OpenCtiError> {
-        let response = self
-            .http
-            .post(&self.endpoint)
-            .bearer_auth(self.token.expose())
-            .json(body)
-            .send()
-            .await
-            .map_err(|source| OpenCtiError::Transport { operation, url: self.endpoint.clone(), source })?;
+        let response =
+            self.http.post(&self.endpoint).bearer_auth(self.token.expose()).json(body).send().await.map_err(
+                |error| OpenCtiError::Transport { operation, url: self.endpoint.clone(), detail: error_chain(&error) },
+            )?;
         let status = response.status();
-        let text = response.text().await.map_err(|source| OpenCtiError::Transport {
+        let text = response.text().await.map_err(|error| OpenCtiError::Transport {
             operation,
             url: self.endpoint.clone(),
-            source,
+            detail: error_chain(&error),
         })?;
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(OpenCtiError::Unauthorized(format!("HTTP 401: {}", cut(&text))));

@@ -1,6 +1,7 @@
-//! A TLS front for the local RabbitMQ: a test certificate authority, a broker certificate for `localhost` signed by
-//! it, and a proxy that terminates TLS and forwards the bytes to 127.0.0.1:5672, as a TLS listener of a real
-//! broker would. Optionally it demands a client certificate signed by the same authority.
+//! A TLS front for a plain local server (the real RabbitMQ, the fake OpenCTI): a test certificate authority, a
+//! server certificate for `localhost` signed by it, and a proxy that terminates TLS and forwards the bytes, as the
+//! TLS listener of a real broker or platform would. Optionally it demands a client certificate signed by the same
+//! authority.
 
 #![allow(dead_code)]
 
@@ -66,9 +67,14 @@ pub struct TlsProxy {
 }
 
 impl TlsProxy {
-    /// Listens on a free loopback port; `require_client_cert` makes it refuse clients without a certificate
-    /// signed by the test authority.
-    pub async fn start(pki: &TestPki, require_client_cert: bool) -> Self {
+    /// The local RabbitMQ behind TLS.
+    pub async fn rabbitmq(pki: &TestPki, require_client_cert: bool) -> Self {
+        Self::start(pki, ([127, 0, 0, 1], 5672).into(), require_client_cert).await
+    }
+
+    /// Listens on a free loopback port and forwards to `upstream`; `require_client_cert` makes it refuse clients
+    /// without a certificate signed by the test authority.
+    pub async fn start(pki: &TestPki, upstream: SocketAddr, require_client_cert: bool) -> Self {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let read = |path: &PathBuf| std::fs::read(path).expect("read PEM");
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(&pki.server_cert))
@@ -98,7 +104,7 @@ impl TlsProxy {
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
-                connections.spawn(forward(acceptor.clone(), client));
+                connections.spawn(forward(acceptor.clone(), client, upstream));
             }
         });
         Self { port, task }
@@ -111,10 +117,9 @@ impl Drop for TlsProxy {
     }
 }
 
-/// One client: TLS handshake (a failed one just closes the socket, as a broker does), then bytes both ways.
-async fn forward(acceptor: TlsAcceptor, client: TcpStream) {
+/// One client: TLS handshake (a failed one just closes the socket, as a server does), then bytes both ways.
+async fn forward(acceptor: TlsAcceptor, client: TcpStream, upstream: SocketAddr) {
     let Ok(mut tls) = acceptor.accept(client).await else { return };
-    let broker: SocketAddr = ([127, 0, 0, 1], 5672).into();
-    let Ok(mut upstream) = TcpStream::connect(broker).await else { return };
+    let Ok(mut upstream) = TcpStream::connect(upstream).await else { return };
     let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
 }

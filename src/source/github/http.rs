@@ -1,7 +1,6 @@
 //! One GitHub REST request, with the patience GitHub asks for: timeouts, backoff on transient failures, waits on
 //! rate limits, and answers turned into errors that say what went wrong.
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +13,7 @@ use reqwest::{Response, StatusCode};
 use tokio_util::bytes::Bytes;
 
 use crate::config::Secret;
+use crate::error_chain::error_chain;
 use crate::source::SourceError;
 
 /// `Accept` of JSON answers (the client's default).
@@ -126,21 +126,6 @@ impl fmt::Display for Failure {
             Self::Refused { status, message } => write!(f, "{status}: {message}"),
         }
     }
-}
-
-/// An error and its sources, joined by `: ` (reqwest's own message hides the cause, e.g. "connection refused").
-pub(super) fn error_chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// One GET: a path under the API base, and what to ask for.

@@ -8,7 +8,8 @@ use tokio::sync::mpsc::Sender;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::TrailFilter;
-use super::http::{Api, Get, error_chain};
+use super::http::{Api, Get};
+use crate::error_chain::error_chain;
 use crate::source::{SourceError, TrailFileContent};
 
 type Item = Result<TrailFileContent, SourceError>;
