@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod opencti;
 pub mod publish;
 pub mod run;
+pub mod schedule;
 pub mod sequence;
 pub mod service;
 pub mod shutdown;

@@ -19,6 +19,7 @@ use crate::metrics::{self, RunOutcome};
 use crate::opencti::{ConnectorInfo, GraphQlClient, OpenCti, OpenCtiError, RetryPolicy, WorkError};
 use crate::publish::{AmqpEndpoint, Envelope, PublishOptions, Publisher};
 use crate::run::{Delivery, QueueTarget, RunContext, RunError, RunSummary, plan_incremental};
+use crate::schedule::{RetryTimings, Schedule};
 use crate::shutdown::Shutdown;
 use crate::source::{Revision, Source, SourceError, directory::DirectorySource, github::GitHubSource};
 use crate::state::ConnectorState;
@@ -65,11 +66,13 @@ struct Service {
 pub struct Timings {
     /// Between two pings (pycti: 40 s).
     pub ping_interval: Duration,
+    /// Waits after failed and skipped runs.
+    pub retries: RetryTimings,
 }
 
 impl Default for Timings {
     fn default() -> Self {
-        Self { ping_interval: PING_INTERVAL }
+        Self { ping_interval: PING_INTERVAL, retries: RetryTimings::default() }
     }
 }
 
@@ -188,11 +191,14 @@ impl Service {
         ));
         let period = self.config.connector.duration_period;
         let runs_once = self.config.connector.runs_once();
+        let mut schedule = Schedule::new(period, self.timings.retries);
+        // Set after a failed or skipped run: wait this long instead of a period after the last run that did its job.
+        let mut retry_in: Option<Duration> = None;
         loop {
             if !runs_once {
-                let wait = self.wait_before_next_run(period);
+                let wait = retry_in.take().unwrap_or_else(|| self.wait_before_next_run(period));
                 if !wait.is_zero() {
-                    tracing::info!(wait_seconds = wait.as_secs(), "waiting for the next scheduled run");
+                    tracing::info!(wait_seconds = wait.as_secs(), "waiting for the next run");
                 }
                 if !self.shutdown.sleep(wait).await {
                     break;
@@ -204,14 +210,12 @@ impl Service {
             let started = Instant::now();
             let outcome = self.scheduled_run().await;
             metrics::global().run_ended(outcome, started.elapsed());
-            let next = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + period.as_millis() as i64);
+            retry_in = schedule.wait_after(outcome);
+            let wait = retry_in.unwrap_or_else(|| self.wait_before_next_run(period));
+            let next = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + wait.as_millis() as i64);
             lock(&self.shared).info.next_run_datetime = (!runs_once).then(|| next.to_seconds_string());
             if runs_once || self.shutdown.is_triggered() {
                 break;
-            }
-            if outcome == RunOutcome::Failed || outcome == RunOutcome::Skipped {
-                // Wait a full period before trying again, as pycti does, but log when.
-                tracing::info!(next_run = %next.to_seconds_string(), "next run");
             }
         }
         pinger.abort();

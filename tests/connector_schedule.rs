@@ -1,16 +1,18 @@
 //! The long-running service: scheduled runs every period, an unchanged head sends nothing, a state reset in the
 //! platform is picked up by the next ping and leads to a full import, and shutdown between runs ends it cleanly with
-//! a final ping carrying the state.
+//! a final ping carrying the state. A push queue over the threshold skips runs (said in the connector info) until it
+//! drains; failed runs are tried again after growing waits, never in a hot loop.
 
 mod support;
 
 use std::time::Duration;
 
+use maltrail_connector::schedule::RetryTimings;
 use maltrail_connector::service::{self, Timings};
 use maltrail_connector::shutdown::Shutdown;
 use serde_json::Value;
 use support::fake_github::{self, Change, FakeGitHub, FakeRepo};
-use support::fake_opencti::{FakeOpenCti, FakeOptions};
+use support::fake_opencti::{FakeOpenCti, FakeOptions, Fault};
 use support::rabbit;
 
 fn small_repo() -> FakeRepo {
@@ -39,7 +41,7 @@ async fn scheduled_runs_follow_a_state_reset_and_stop_on_shutdown() {
         &[("CONNECTOR_DURATION_PERIOD", "PT2S".into()), ("MALTRAIL_API_BASE_URL", github.base_url())],
     );
     let shutdown = Shutdown::new();
-    let timings = Timings { ping_interval: Duration::from_millis(300) };
+    let timings = Timings { ping_interval: Duration::from_millis(300), ..Timings::default() };
     let service = tokio::spawn(service::run_with(config, shutdown.clone(), timings));
 
     // First run: a full import; the next runs find the head unchanged and open no work.
@@ -73,6 +75,107 @@ async fn scheduled_runs_follow_a_state_reset_and_stop_on_shutdown() {
     assert_eq!(state["last_commit"], head);
     assert!(state["last_run"].is_string());
 
+    rabbit::delete_queue(&format!("push_{connector_id}")).await;
+    opencti.stop().await;
+    github.stop();
+}
+
+/// The `connectorInfo` of the last ping, if any.
+fn last_info(opencti: &FakeOpenCti) -> Option<Value> {
+    opencti.pings().into_iter().rev().find_map(|ping| ping.connector_info)
+}
+
+async fn stop(service: tokio::task::JoinHandle<anyhow::Result<()>>, shutdown: &Shutdown) {
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(10), service)
+        .await
+        .expect("the service stops within seconds")
+        .expect("no panic")
+        .expect("clean exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_push_queue_skips_runs_until_it_drains() {
+    let _broker = rabbit::broker_shared().await;
+    let github = FakeGitHub::start(small_repo(), fake_github::FakeOptions::default()).await;
+    let opencti = FakeOpenCti::start(FakeOptions::default()).await;
+    opencti.set_queue_size_bytes(Some(5_000_000));
+    let connector_id = uuid::Uuid::new_v4().to_string();
+    let config = support::connector::config(
+        &opencti,
+        &connector_id,
+        &[
+            ("CONNECTOR_DURATION_PERIOD", "PT1H".into()),
+            ("CONNECTOR_QUEUE_THRESHOLD", "1".into()),
+            ("MALTRAIL_API_BASE_URL", github.base_url()),
+        ],
+    );
+    let shutdown = Shutdown::new();
+    let retries = RetryTimings { after_failure: Duration::from_secs(60), queue_recheck: Duration::from_millis(300) };
+    let timings = Timings { ping_interval: Duration::from_millis(200), retries };
+    let service = tokio::spawn(service::run_with(config, shutdown.clone(), timings));
+
+    // 5 MB queued, 1 MB allowed: runs are skipped, the queue re-checked every 300 ms, and the platform told.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(opencti.works().is_empty(), "no run while the queue is full: {}", opencti.call_log());
+    let checks = opencti.calls_to("connector").len();
+    assert!((3..=12).contains(&checks), "the queue is re-checked at the recheck pace, not a hot loop: {checks}");
+    let info = last_info(&opencti).expect("pings carry the connector info");
+    assert_eq!(info["buffering"], true, "{info}");
+    assert_eq!(info["queue_threshold"], 1.0, "{info}");
+    assert_eq!(info["queue_messages_size"], 5.0, "{info}");
+    assert!(github.requests().is_empty(), "a skipped run does not touch the source");
+
+    // The platform's workers catch up: the next check runs the import, and the info says so.
+    opencti.set_queue_size_bytes(None);
+    opencti
+        .wait_until(Duration::from_secs(30), "the import once the queue drained", |fake| {
+            fake.works().iter().any(|w| w.processed && !w.in_error)
+        })
+        .await;
+    opencti
+        .wait_until(Duration::from_secs(5), "a ping without buffering", |fake| {
+            last_info(fake).is_some_and(|info| info["buffering"] == false && info["last_run_datetime"].is_string())
+        })
+        .await;
+
+    stop(service, &shutdown).await;
+    rabbit::delete_queue(&format!("push_{connector_id}")).await;
+    opencti.stop().await;
+    github.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_runs_are_retried_after_growing_waits() {
+    let _broker = rabbit::broker_shared().await;
+    let github = FakeGitHub::start(small_repo(), fake_github::FakeOptions::default()).await;
+    let opencti = FakeOpenCti::start(FakeOptions::default()).await;
+    // The platform refuses the first three works (a GraphQL error is not retried inside a run: the run fails).
+    opencti.fail_next_op("workAdd", 3, Fault::GraphqlError("Work creation refused".into(), "FORBIDDEN".into()));
+    let connector_id = uuid::Uuid::new_v4().to_string();
+    let config = support::connector::config(
+        &opencti,
+        &connector_id,
+        &[("CONNECTOR_DURATION_PERIOD", "PT1H".into()), ("MALTRAIL_API_BASE_URL", github.base_url())],
+    );
+    let shutdown = Shutdown::new();
+    let retries = RetryTimings { after_failure: Duration::from_millis(300), queue_recheck: Duration::from_secs(60) };
+    let timings = Timings { ping_interval: Duration::from_secs(40), retries };
+    let service = tokio::spawn(service::run_with(config, shutdown.clone(), timings));
+
+    opencti
+        .wait_until(Duration::from_secs(30), "an import after three failed runs", |fake| {
+            fake.works().iter().any(|w| w.processed && !w.in_error)
+        })
+        .await;
+    let attempts: Vec<_> = opencti.calls_to("workAdd").iter().map(|call| call.at).collect();
+    assert_eq!(attempts.len(), 4, "three refused works, then one: {}", opencti.call_log());
+    let gaps: Vec<Duration> = attempts.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    assert!(gaps[0] >= Duration::from_millis(300), "no immediate retry: {gaps:?}");
+    assert!(gaps[2] >= Duration::from_millis(1_200), "the wait grows (300 ms doubling): {gaps:?}");
+    assert!(gaps.iter().all(|gap| *gap < Duration::from_secs(30)), "a failure does not wait the hour: {gaps:?}");
+
+    stop(service, &shutdown).await;
     rabbit::delete_queue(&format!("push_{connector_id}")).await;
     opencti.stop().await;
     github.stop();
