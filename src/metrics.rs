@@ -142,7 +142,11 @@ impl Metrics {
 /// connection, enough for Prometheus and curl.
 pub async fn serve(listener: TcpListener) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let Ok((mut stream, _)) = listener.accept().await else {
+            // Out of file descriptors, say: wait instead of spinning on the error.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
         tokio::spawn(async move {
             let mut request = [0u8; 1024];
             let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut request)).await;

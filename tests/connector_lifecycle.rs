@@ -1,5 +1,6 @@
 //! The `maltrail-connector` binary as a process: refusing bad configuration before any network access, SIGTERM mid-run
-//! then a restart that finishes the job, a state reset on the platform, and JSON logs that never show a secret.
+//! then a restart that finishes the job, a state reset on the platform, JSON logs that never show a secret, and the
+//! Prometheus metrics of a run.
 
 mod support;
 
@@ -437,4 +438,63 @@ async fn d_json_logs_without_secrets() {
     opencti.stop().await;
     github.stop();
     tokio::task::spawn_blocking(move || drop(user)).await.expect("delete the broker user");
+}
+
+/// The value of the sample `name` (with its labels, e.g. `maltrail_runs_total{outcome="success"}`) in a Prometheus
+/// text exposition.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e_metrics_report_the_run_to_prometheus() {
+    let _broker = rabbit::broker_shared().await;
+    let trails = small_trail_set();
+    let github = fake_github_of(trails.path(), fake_github::FakeOptions::default()).await;
+    let opencti = FakeOpenCti::start(fake_opencti::FakeOptions::default()).await;
+    let connector_id = uuid::Uuid::new_v4().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("port").port();
+    let port_text = port.to_string();
+    let env = with(
+        base_env(&opencti, &github, &connector_id),
+        &[
+            ("CONNECTOR_RUN_AND_TERMINATE", "false"),
+            ("CONNECTOR_DURATION_PERIOD", "PT1H"),
+            ("CONNECTOR_EXPOSE_METRICS", "true"),
+            ("CONNECTOR_METRICS_PORT", &port_text),
+        ],
+    );
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+    let mut connector = Connector::start(&env);
+    opencti
+        .wait_until(Duration::from_secs(60), "the first import", |fake| fake.works().iter().any(|w| w.processed))
+        .await;
+
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let response = reqwest::get(&url).await.unwrap_or_else(|e| panic!("GET {url}: {e}\n{}", connector.stderr()));
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("metrics body");
+    let work = opencti.works().remove(0);
+    assert_eq!(metric(&text, "maltrail_runs_total{outcome=\"success\"}"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "maltrail_runs_total{outcome=\"failed\"}"), Some(0.0), "{text}");
+    assert_eq!(
+        metric(&text, "maltrail_messages_published_total"),
+        Some(work.expectations as f64),
+        "every expected message counted once confirmed:\n{text}"
+    );
+    let distinct = expected_indicator_ids(trails.path()).len() as f64;
+    let sent = metric(&text, "maltrail_trails_sent_total").expect("trails sent");
+    assert!(sent >= distinct, "{sent} trails sent, {distinct} distinct indicators in the files");
+    assert_eq!(metric(&text, "maltrail_trails_revoked_total"), Some(0.0));
+    let last_success = metric(&text, "maltrail_last_success_timestamp_seconds").expect("last success");
+    assert!(last_success >= started.floor(), "{last_success} < {started}");
+    let not_found = reqwest::get(format!("http://127.0.0.1:{port}/")).await.expect("GET /");
+    assert_eq!(not_found.status(), 404);
+
+    connector.terminate();
+    let status = connector.exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "{}", connector.stderr());
+    rabbit::delete_queue(&format!("push_{connector_id}")).await;
+    opencti.stop().await;
+    github.stop();
 }
