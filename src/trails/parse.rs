@@ -120,7 +120,11 @@ fn parse_reference(comment: &str) -> Option<Reference> {
     let after_label =
         comment.trim_start_matches(|c: char| c.is_ascii_alphabetic()).trim_start_matches([':', ' ', '\t']);
     let (start, end, url) = if let Some(sep) = after_label.find("://") {
-        let start = after_label[..sep].rfind(|c: char| !c.is_ascii_alphabetic()).map_or(0, |i| i + 1);
+        // The scheme starts after the last character that is not a letter (which may be more than one byte: `“`).
+        let start = after_label[..sep]
+            .char_indices()
+            .rfind(|(_, c)| !c.is_ascii_alphabetic())
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let end = after_label[sep..].find(char::is_whitespace).map_or(after_label.len(), |i| sep + i);
         let token = &after_label[start..end];
         let url = match token.split_once("://") {
@@ -250,5 +254,33 @@ webhook.site/#!/view/1/
         );
         assert_eq!(url("Reference: curl -vv"), None);
         assert_eq!(url("Reference:"), None);
+        // Multi-byte characters right before the scheme (quotes, a no-break space, a full-width colon).
+        assert_eq!(url("Reference: “https://a.b/c”"), Some(("https://a.b/c%E2%80%9D".into(), Some("“".into()))));
+        assert_eq!(url("Reference:\u{a0}https://a.b/c"), Some(("https://a.b/c".into(), None)));
+        assert_eq!(url("Reference：https://a.b/c"), Some(("https://a.b/c".into(), Some("：".into()))));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3_000))]
+
+        /// Any bytes: no panic, and every line is either a comment, an entry or a skipped line.
+        #[test]
+        fn any_bytes_parse_without_panic(content in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let file = parse_file("malware/fuzz.txt", &content).expect("a malware path is a trail file");
+            let lines = content.split(|b| *b == b'\n').count();
+            proptest::prop_assert!(file.entries.len() + file.skipped.len() <= lines);
+        }
+
+        /// Text shaped like trail files (labels, schemes, brackets, ports, non-ASCII around them): no panic.
+        #[test]
+        fn trail_shaped_text_parses_without_panic(
+            lines in proptest::collection::vec(
+                "(# ?(Reference|Referecne|Aliases|ref)?[:：]? ?)?[“”\u{a0}é ]{0,2}(h?ttps?://)?[a-zé\\[\\]:./?=#%“”\u{a0} 0-9-]{0,40}",
+                0..12,
+            )
+        ) {
+            let content = lines.join("\n");
+            let _ = parse_file("malicious/fuzz.txt", content.as_bytes());
+        }
     }
 }
