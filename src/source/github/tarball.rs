@@ -1,10 +1,17 @@
 //! The full listing: one tarball of a commit, streamed through gzip and tar on a blocking thread, its trail files
-//! sent one by one as they come out of the archive (the 17 MB download is never held whole).
+//! sent one by one as they come out of the archive (the ~58 MB of trails are never held whole).
+//!
+//! The download itself is read ahead of the extraction, as fast as the network gives it: the run consumes files
+//! at the pace RabbitMQ confirms them (minutes for a first import, with pauses while the broker reconnects), and a
+//! socket left unread that long may be closed by GitHub's side, failing the whole import. The compressed archive
+//! (~19 MB) is at most what the read-ahead holds.
 
 use std::io::{self, Read};
 use std::sync::Arc;
 
+use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc::Sender;
+use tokio_util::bytes::Bytes;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::TrailFilter;
@@ -32,7 +39,7 @@ pub(super) async fn stream(api: Arc<Api>, path: String, trails: TrailFilter, sen
             return;
         }
     };
-    let reader = SyncIoBridge::new(StreamReader::new(Box::pin(api.body_stream(response))));
+    let reader = SyncIoBridge::new(StreamReader::new(read_ahead(api.body_stream(response))));
     let worker_sender = sender.clone();
     let label = path.clone();
     let extracted = tokio::task::spawn_blocking(move || {
@@ -45,6 +52,27 @@ pub(super) async fn stream(api: Arc<Api>, path: String, trails: TrailFilter, sen
     if let Err(error) = extracted {
         let _ = sender.send(Err(SourceError::Other(format!("reading the tarball GET {path} failed: {error}")))).await;
     }
+}
+
+/// Drains `body` on a task of its own into an unbounded queue, and reads from that queue: the download finishes at
+/// network speed whatever the pace of the reader. An error ends the stream after the chunks before it.
+fn read_ahead(
+    body: impl Stream<Item = io::Result<Bytes>> + Send + 'static,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = body.next().await {
+            let failed = chunk.is_err();
+            // The reader went away (the run stopped): stop downloading.
+            if sender.send(chunk).is_err() || failed {
+                return;
+            }
+        }
+    });
+    Box::pin(futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    }))
 }
 
 /// Reads a gzip'd tar and sends its trail files. The archive must be whole: tar's end-of-archive blocks must
@@ -167,6 +195,35 @@ mod tests {
         let (files, result) = run(&bytes);
         result.unwrap();
         assert_eq!(files.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_download_is_read_ahead_of_a_slow_reader_and_keeps_its_error() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let counter = pulled.clone();
+        let chunks = (0..100).map(|i| Ok(Bytes::from(vec![i as u8; 1024]))).chain([Err(io::Error::other("reset"))]);
+        let body = futures_util::stream::iter(chunks).inspect(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        let mut ahead = read_ahead(body);
+        // Nothing read yet: the whole body is pulled from the network anyway.
+        for _ in 0..100 {
+            if pulled.load(Ordering::SeqCst) == 101 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(pulled.load(Ordering::SeqCst), 101, "every chunk pulled before the reader asked");
+        let mut bytes = 0;
+        let ended_with = loop {
+            match ahead.next().await {
+                Some(Ok(chunk)) => bytes += chunk.len(),
+                other => break other,
+            }
+        };
+        assert_eq!(bytes, 100 * 1024, "the chunks before the error, in full");
+        assert!(matches!(ended_with, Some(Err(ref e)) if e.to_string() == "reset"), "then the error: {ended_with:?}");
     }
 
     #[test]
