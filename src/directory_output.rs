@@ -20,7 +20,8 @@ pub struct ConnectorIdentity {
     pub name: String,
     #[serde(rename = "type")]
     pub connector_type: String,
-    pub scope: Vec<String>,
+    /// `CONNECTOR_SCOPE` as written: pycti puts the raw string here (the list only goes to the registration).
+    pub scope: String,
     pub auto: bool,
     pub validate_before_import: bool,
 }
@@ -163,7 +164,7 @@ mod tests {
             id: "00000000-0000-0000-0000-000000000000".into(),
             name: "Maltrail Test".into(),
             connector_type: "EXTERNAL_IMPORT".into(),
-            scope: vec!["maltrail".into()],
+            scope: "maltrail".into(),
             auto: false,
             validate_before_import: false,
         }
@@ -184,6 +185,7 @@ mod tests {
         assert_eq!(value["bundle_type"], "DIRECTORY_BUNDLE");
         assert_eq!(value["applicant_id"], "user-1");
         assert_eq!(value["connector"]["type"], "EXTERNAL_IMPORT");
+        assert_eq!(value["connector"]["scope"], "maltrail", "a string, as pycti writes it");
         assert_eq!(value["entities_types"], serde_json::json!([]));
         assert_eq!(value["update"], false);
         assert_eq!(value["bundle"]["objects"].as_array().unwrap().len(), 1);

@@ -77,7 +77,7 @@ fn run_export(
         id: std::env::var("CONNECTOR_ID").unwrap_or_else(|_| uuid::Uuid::nil().to_string()),
         name: std::env::var("CONNECTOR_NAME").unwrap_or_else(|_| "Maltrail".into()),
         connector_type: config::CONNECTOR_TYPE.into(),
-        scope: vec!["maltrail".into()],
+        scope: "maltrail".into(),
         auto: false,
         validate_before_import: false,
     };

@@ -114,7 +114,7 @@ pub async fn run_with(config: Config, shutdown: Shutdown, timings: Timings) -> a
                 id: connector_id.clone(),
                 name: config.connector.name.clone(),
                 connector_type: crate::config::CONNECTOR_TYPE.into(),
-                scope: config.connector.scope.clone(),
+                scope: config.connector.scope.join(","),
                 auto: false,
                 validate_before_import: false,
             };

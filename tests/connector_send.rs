@@ -127,6 +127,7 @@ async fn client_split_run_is_what_pycti_would_send() {
         let envelope: Value = serde_json::from_slice(&std::fs::read(path).expect("read")).expect("JSON");
         assert_eq!(envelope["bundle_type"], "DIRECTORY_BUNDLE");
         assert_eq!(envelope["connector"]["id"], connector_id);
+        assert!(envelope["connector"]["scope"].is_string(), "pycti writes CONNECTOR_SCOPE as a string");
         assert_eq!(envelope["applicant_id"], opencti.connector_user_id());
         for object in envelope["bundle"]["objects"].as_array().expect("objects") {
             if object["type"] == "indicator" {

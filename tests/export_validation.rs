@@ -90,7 +90,7 @@ fn exported_sample_passes_the_oasis_validator() {
         id: uuid::Uuid::new_v4().to_string(),
         name: "Maltrail".into(),
         connector_type: "EXTERNAL_IMPORT".into(),
-        scope: vec!["maltrail".into()],
+        scope: "maltrail".into(),
         auto: false,
         validate_before_import: false,
     };

@@ -5,7 +5,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// The `.txt` files under `root`, as sorted paths relative to it with `/` separators (`malware/emotet.txt`).
-/// Symbolic links are not followed, so a link cannot pull files from outside the trails folder.
+/// Symbolic links are not followed, so a link cannot pull files from outside the trails folder. A name that is not
+/// UTF-8 is left out with a warning, as the GitHub source does with such tarball entries (the path could not be
+/// written in the STIX output, nor read back from its lossy form).
 pub fn list_trail_files(root: &Path) -> io::Result<Vec<String>> {
     let mut files = Vec::new();
     let mut pending: Vec<PathBuf> = vec![root.to_path_buf()];
@@ -20,9 +22,11 @@ pub fn list_trail_files(root: &Path) -> io::Result<Vec<String>> {
                 let Ok(relative) = path.strip_prefix(root) else {
                     continue;
                 };
-                let parts: Vec<String> =
-                    relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-                files.push(parts.join("/"));
+                let parts: Option<Vec<&str>> = relative.components().map(|c| c.as_os_str().to_str()).collect();
+                match parts {
+                    Some(parts) => files.push(parts.join("/")),
+                    None => tracing::warn!(path = %path.display(), "trail file name is not UTF-8: left out"),
+                }
             }
         }
     }
@@ -146,6 +150,18 @@ mod tests {
         assert_eq!(files, ["malware/a.txt", "malware/icarus _ransomware.txt", "mass_scanner.txt"]);
         assert_eq!(read_trail_file(dir.path(), &files[1]).unwrap(), b"x.com\n");
         assert!(list_trail_files(&dir.path().join("missing")).unwrap_err().to_string().contains("missing"));
+    }
+
+    #[test]
+    fn a_file_name_that_is_not_utf8_is_left_out() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("malware")).unwrap();
+        fs::write(dir.path().join("malware").join(std::ffi::OsStr::from_bytes(b"\xff.txt")), "x.com\n").unwrap();
+        fs::write(dir.path().join("malware/b.txt"), "b.com\n").unwrap();
+        let files = list_trail_files(dir.path()).unwrap();
+        assert_eq!(files, ["malware/b.txt"]);
+        assert!(files.iter().all(|f| read_trail_file(dir.path(), f).is_ok()), "every listed file reads back");
     }
 
     #[tokio::test]
