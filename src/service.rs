@@ -41,6 +41,23 @@ struct Shared {
     info: ConnectorInfo,
 }
 
+impl Shared {
+    /// Adopts the platform's state when its answer to a ping differs from the state the ping sent. The platform
+    /// stores what a ping sends, except for the first ping after a user reset the state in the UI: that one is
+    /// answered with the reset state and not stored. So any difference is a reset, even if a run moved our state
+    /// since the ping left. Returns whether the state was replaced.
+    fn adopt_reset(&mut self, sent: &str, answered: Option<&str>) -> bool {
+        let remote = ConnectorState::parse(answered);
+        if remote == ConnectorState::parse(Some(sent)) {
+            return false;
+        }
+        tracing::warn!(state = %remote.to_json(), "the platform's state was reset: adopting it, the next run starts over");
+        self.state = remote;
+        self.generation += 1;
+        true
+    }
+}
+
 type SharedHandle = Arc<Mutex<Shared>>;
 
 fn lock(shared: &SharedHandle) -> std::sync::MutexGuard<'_, Shared> {
@@ -59,6 +76,17 @@ struct Service {
     directory: Option<DirectoryOutput>,
     shared: SharedHandle,
     shutdown: Shutdown,
+}
+
+/// What a run is to send, once planned.
+struct Planned {
+    head: Revision,
+    /// `None`: a full import.
+    plan: Option<crate::run::IncrementalPlan>,
+    /// The work's friendly name.
+    name: String,
+    /// [`Shared::generation`] when the run started.
+    generation: u64,
 }
 
 /// The service's clocks. Only tests change them.
@@ -194,6 +222,7 @@ impl Service {
         let mut schedule = Schedule::new(period, self.timings.retries);
         // Set after a failed or skipped run: wait this long instead of a period after the last run that did its job.
         let mut retry_in: Option<Duration> = None;
+        let mut last_outcome = None;
         loop {
             if !runs_once {
                 let wait = retry_in.take().unwrap_or_else(|| self.wait_before_next_run(period));
@@ -209,6 +238,7 @@ impl Service {
             }
             let started = Instant::now();
             let outcome = self.scheduled_run().await;
+            last_outcome = Some(outcome);
             metrics::global().run_ended(outcome, started.elapsed());
             retry_in = schedule.wait_after(outcome);
             let wait = retry_in.unwrap_or_else(|| self.wait_before_next_run(period));
@@ -220,6 +250,10 @@ impl Service {
         }
         pinger.abort();
         self.final_ping().await;
+        // Run-and-terminate (a cron job, a Kubernetes Job) tells a failed run by the exit status.
+        if runs_once && last_outcome == Some(RunOutcome::Failed) {
+            anyhow::bail!("the run failed (see the log above); the state was not advanced");
+        }
         Ok(())
     }
 
@@ -230,7 +264,8 @@ impl Service {
         let Some(last) = last else { return Duration::ZERO };
         let due = last.unix_millis().saturating_add(period.as_millis().try_into().unwrap_or(i64::MAX));
         let wait = due - Timestamp::now().unix_millis();
-        Duration::from_millis(wait.max(0).try_into().unwrap_or_default())
+        // A `last_run` in the future (a clock that ran ahead, a hand-edited state) waits one period at most.
+        Duration::from_millis(wait.max(0).try_into().unwrap_or_default()).min(period)
     }
 
     async fn final_ping(&self) {
@@ -277,43 +312,16 @@ impl Service {
         }
     }
 
-    /// Decides between nothing, an incremental run and a full import, and runs it.
+    /// Decides between nothing, an incremental run and a full import, and runs it. Shutdown interrupts the planning
+    /// (which may be waiting out a GitHub rate limit) at once, and the delivery within [`DRAIN_TIMEOUT`].
     async fn import(&self, now: Timestamp) -> anyhow::Result<RunOutcome> {
-        let head = self.source.head().await.context("cannot read the current revision")?;
-        let described = self.source.describe();
-        let (base, generation) = {
-            let shared = lock(&self.shared);
-            (shared.state.synced_revision(&described).map(str::to_owned), shared.generation)
+        let planned = tokio::select! {
+            planned = self.plan(now) => planned?,
+            () = self.shutdown.triggered() => return Ok(RunOutcome::Interrupted),
         };
-        if base.as_deref() == Some(head.id.as_str()) {
-            tracing::info!(revision = %head.id, "up to date with the source");
-            self.advance_state(&head, now, generation).await;
-            return Ok(RunOutcome::UpToDate);
-        }
-        let plan = match &base {
-            None => None,
-            Some(base) => match self.source.changes(base, &head).await {
-                Ok(changes) => {
-                    tracing::info!(from = %base, to = %head.id, changed_files = changes.len(), "incremental run");
-                    Some(plan_incremental(&self.source, &head, changes, &self.converter).await?)
-                }
-                Err(SourceError::UnknownRevision(revision)) => {
-                    tracing::warn!(revision, "the last synced revision is unknown to the source: full import");
-                    None
-                }
-                Err(error) => return Err(error.into()),
-            },
-        };
-        let name = match (&base, &plan) {
-            (Some(base), Some(plan)) => {
-                format!("Maltrail update {}..{} ({} files)", short(base), short(&head.id), plan.files.len())
-            }
-            _ => format!("Maltrail full import {} ({})", short(&head.id), described),
-        };
-        if plan.as_ref().is_some_and(|p| p.files.is_empty()) {
-            tracing::info!(revision = %head.id, "no trail file changed");
-            self.advance_state(&head, now, generation).await;
-            return Ok(RunOutcome::UpToDate);
+        let Some(Planned { head, plan, name, generation }) = planned else { return Ok(RunOutcome::UpToDate) };
+        if self.shutdown.is_triggered() {
+            return Ok(RunOutcome::Interrupted);
         }
         let work_id = self.opencti.work_add(&self.connector_id, &name, true).await.context("cannot open a work")?;
         tracing::info!(work_id, name, "work opened");
@@ -343,6 +351,48 @@ impl Service {
         }
     }
 
+    /// Settles what the run sends: `None` when the source is where the state says (the state is advanced), else
+    /// the head, the incremental plan (none for a full import) and the work's name.
+    async fn plan(&self, now: Timestamp) -> anyhow::Result<Option<Planned>> {
+        let head = self.source.head().await.context("cannot read the current revision")?;
+        let described = self.source.describe();
+        let (base, generation) = {
+            let shared = lock(&self.shared);
+            (shared.state.synced_revision(&described).map(str::to_owned), shared.generation)
+        };
+        if base.as_deref() == Some(head.id.as_str()) {
+            tracing::info!(revision = %head.id, "up to date with the source");
+            self.advance_state(&head, now, generation).await;
+            return Ok(None);
+        }
+        let plan = match &base {
+            None => None,
+            Some(base) => match self.source.changes(base, &head).await {
+                Ok(changes) => {
+                    tracing::info!(from = %base, to = %head.id, changed_files = changes.len(), "incremental run");
+                    Some(plan_incremental(&self.source, &head, changes, &self.converter).await?)
+                }
+                Err(SourceError::UnknownRevision(revision)) => {
+                    tracing::warn!(revision, "the last synced revision is unknown to the source: full import");
+                    None
+                }
+                Err(error) => return Err(error.into()),
+            },
+        };
+        let name = match (&base, &plan) {
+            (Some(base), Some(plan)) => {
+                format!("Maltrail update {}..{} ({} files)", short(base), short(&head.id), plan.files.len())
+            }
+            _ => format!("Maltrail full import {} ({})", short(&head.id), described),
+        };
+        if plan.as_ref().is_some_and(|p| p.files.is_empty()) {
+            tracing::info!(revision = %head.id, "no trail file changed");
+            self.advance_state(&head, now, generation).await;
+            return Ok(None);
+        }
+        Ok(Some(Planned { head, plan, name, generation }))
+    }
+
     /// Delivers the run's bundles to the queue and/or the directory; returns once every message is confirmed.
     async fn deliver(
         &self,
@@ -359,7 +409,7 @@ impl Service {
                 &connection.vhost,
                 connection.use_ssl,
                 &connection.user,
-                &connection.pass,
+                connection.pass.expose(),
             )
             .with_overrides(&self.config.mq);
             if endpoint.use_ssl && !endpoint.ssl_verify {
@@ -451,15 +501,30 @@ impl Service {
             shared.state.source = Some(self.source.describe());
             (shared.state.to_json(), shared.info.clone())
         };
-        if let Err(error) = self.opencti.ping(&self.connector_id, &state, &info).await {
-            tracing::warn!(%error, "cannot push the new state now: the next ping sends it");
+        match self.opencti_now().ping(&self.connector_id, &state, &info).await {
+            Ok(answer) => {
+                if lock(&self.shared).adopt_reset(&state, answer.connector_state.as_deref()) {
+                    return false;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot push the new state now: the next ping sends it"),
         }
         tracing::info!(state, "state advanced");
         true
     }
 
+    /// The OpenCTI client for calls that close a run: after a shutdown request, with a few quick retries only, so
+    /// that an unreachable platform cannot hold the exit.
+    fn opencti_now(&self) -> OpenCti {
+        if self.shutdown.is_triggered() {
+            self.opencti.with_retry(RetryPolicy { max_retries: Some(2), ..RetryPolicy::default() })
+        } else {
+            self.opencti.clone()
+        }
+    }
+
     async fn finish_work(&self, work_id: &str, message: &str, in_error: bool) {
-        if let Err(error) = self.opencti.to_processed(work_id, message, in_error).await {
+        if let Err(error) = self.opencti_now().to_processed(work_id, message, in_error).await {
             tracing::warn!(%error, work_id, "cannot mark the work processed");
         }
     }
@@ -476,7 +541,8 @@ impl Service {
         if examples.is_empty() {
             return;
         }
-        if let Err(error) = self.opencti.add_expectations(work_id, examples.len() as u64).await {
+        let opencti = self.opencti_now();
+        if let Err(error) = opencti.add_expectations(work_id, examples.len() as u64).await {
             tracing::warn!(%error, "cannot report skipped lines on the work");
             return;
         }
@@ -485,7 +551,7 @@ impl Service {
                 error: format!("trail line skipped ({reason}): {}", example.text),
                 source: format!("{}:{}", example.file, example.line),
             };
-            if let Err(error) = self.opencti.report_expectation(work_id, &error).await {
+            if let Err(error) = opencti.report_expectation(work_id, &error).await {
                 tracing::warn!(%error, "cannot report a skipped line on the work");
             }
         }
@@ -512,14 +578,7 @@ async fn ping_loop(
         };
         match quick.ping(&connector_id, &sent, &info).await {
             Ok(answer) => {
-                let remote = ConnectorState::parse(answer.connector_state.as_deref());
-                let mut shared = lock(&shared);
-                // Compare with what was sent, not with the current state: a run may have advanced it meanwhile.
-                if remote != ConnectorState::parse(Some(&sent)) && shared.state.to_json() == sent {
-                    tracing::warn!(state = %remote.to_json(), "the platform's state differs (reset in the UI?): adopting it");
-                    shared.state = remote;
-                    shared.generation += 1;
-                }
+                lock(&shared).adopt_reset(&sent, answer.connector_state.as_deref());
             }
             Err(error) => tracing::warn!(%error, "ping failed"),
         }

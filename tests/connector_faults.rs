@@ -352,3 +352,72 @@ async fn g_mq_variables_override_the_connection_the_platform_hands_out() {
     setup.assert_recovered(true).await;
     setup.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn h_a_trails_path_without_files_fails_the_run_and_records_nothing() {
+    let _broker = rabbit::broker_shared().await;
+    let setup = Setup::small().await;
+    let error = setup.run(&[("MALTRAIL_PATH", "trails/statik")]).await.expect_err("run-and-terminate exits non-zero");
+    assert!(error.to_string().contains("the run failed"), "{error:#}");
+    let works = setup.opencti.works();
+    assert_eq!(works.len(), 1, "{}", setup.opencti.call_log());
+    assert!(works[0].processed && works[0].in_error, "{:?}", works[0]);
+    let message = works[0].message.clone().unwrap_or_default();
+    assert!(message.contains("holds no trail file") && message.contains("MALTRAIL_PATH"), "{message}");
+    let state = setup.opencti.state().unwrap_or_default();
+    assert!(!state.contains("last_commit"), "nothing recorded as synced: {state}");
+    rabbit::delete_queue(&setup.push_queue()).await;
+    setup.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn i_a_reset_answered_to_the_runs_own_ping_is_adopted() {
+    let _broker = rabbit::broker_shared().await;
+    let setup = Setup::small().await;
+    // The run's first addExpectations hangs a little: the user resets the state meanwhile.
+    setup.opencti.fail_next_op("workEdit.addExpectations", 1, fake_opencti::Fault::Hang(Duration::from_millis(800)));
+    let run = setup.run(&[]);
+    let reset = async {
+        setup.opencti.wait_until(Duration::from_secs(30), "a work", |fake| !fake.works().is_empty()).await;
+        setup.opencti.reset_state(Some("{}".into()));
+    };
+    let (result, ()) = tokio::join!(run, reset);
+    result.expect("the run itself succeeds");
+    let work = setup.opencti.works().remove(0);
+    assert!(work.processed && !work.in_error, "{work:?}");
+    assert!(work.message.as_deref().is_some_and(|m| m.contains("state reset during the run")), "{work:?}");
+    // The state ping after the run was answered with the reset state: adopted, so the final ping keeps it empty
+    // and the next run starts over (before, the final ping wrote the synced commit back over the reset).
+    let state = setup.opencti.state().unwrap_or_default();
+    assert!(!state.contains("last_commit"), "the reset stands: {state}\nlogs:\n{}", setup.logs.text());
+    assert_eq!(setup.logs.count("the platform's state was reset"), 1, "{}", setup.logs.text());
+    rabbit::delete_queue(&setup.push_queue()).await;
+    setup.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn j_shutdown_while_waiting_out_a_rate_limit_ends_at_once() {
+    let _broker = rabbit::broker_shared().await;
+    let github = fake_github::FakeOptions { rate_limit_window: Duration::from_secs(3_600), ..Default::default() };
+    let setup = Setup::start(small_trail_set(), github, fake_opencti::FakeOptions::default()).await;
+    setup.github.set_rate_limit_remaining(0);
+    let shutdown = Shutdown::new();
+    let service =
+        tokio::spawn(service::run(setup.config(&[]), shutdown.clone()).with_subscriber(setup.logs.subscriber()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while setup.logs.count("GitHub rate limit exhausted") == 0 {
+        assert!(Instant::now() < deadline, "no rate-limit wait; logs:\n{}", setup.logs.text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let asked = Instant::now();
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(10), service)
+        .await
+        .expect("shutdown does not wait for the hour-long reset")
+        .expect("no panic")
+        .expect("a clean exit");
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    assert!(setup.opencti.works().is_empty(), "no work opened after shutdown: {}", setup.opencti.call_log());
+    rabbit::delete_queue(&setup.push_queue()).await;
+    setup.stop().await;
+}

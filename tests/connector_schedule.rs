@@ -28,21 +28,51 @@ fn small_repo() -> FakeRepo {
     repo
 }
 
+/// The service running in this process against the fakes, with a run every `period`.
+struct Running {
+    connector_id: String,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    fn start(
+        opencti: &FakeOpenCti,
+        github: &FakeGitHub,
+        period: &str,
+        extra: &[(&str, &str)],
+        timings: Timings,
+    ) -> Self {
+        let connector_id = uuid::Uuid::new_v4().to_string();
+        let mut env =
+            vec![("CONNECTOR_DURATION_PERIOD", period.to_owned()), ("MALTRAIL_API_BASE_URL", github.base_url())];
+        env.extend(extra.iter().map(|(name, value)| (*name, (*value).to_owned())));
+        let config = support::connector::config(opencti, &connector_id, &env);
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(service::run_with(config, shutdown.clone(), timings));
+        Self { connector_id, shutdown, task }
+    }
+
+    /// Triggers shutdown, expects a clean exit within seconds, and deletes the push queue.
+    async fn stop(self) {
+        self.shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the service stops within seconds")
+            .expect("no panic")
+            .expect("clean exit");
+        rabbit::delete_queue(&format!("push_{}", self.connector_id)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_runs_follow_a_state_reset_and_stop_on_shutdown() {
     let _broker = rabbit::broker_shared().await;
     let github = FakeGitHub::start(small_repo(), fake_github::FakeOptions::default()).await;
     let head = github.head_sha();
     let opencti = FakeOpenCti::start(FakeOptions::default()).await;
-    let connector_id = uuid::Uuid::new_v4().to_string();
-    let config = support::connector::config(
-        &opencti,
-        &connector_id,
-        &[("CONNECTOR_DURATION_PERIOD", "PT2S".into()), ("MALTRAIL_API_BASE_URL", github.base_url())],
-    );
-    let shutdown = Shutdown::new();
     let timings = Timings { ping_interval: Duration::from_millis(300), ..Timings::default() };
-    let service = tokio::spawn(service::run_with(config, shutdown.clone(), timings));
+    let service = Running::start(&opencti, &github, "PT2S", &[], timings);
 
     // First run: a full import; the next runs find the head unchanged and open no work.
     opencti
@@ -64,18 +94,12 @@ async fn scheduled_runs_follow_a_state_reset_and_stop_on_shutdown() {
     assert!(works.iter().all(|w| !w.in_error));
 
     // Shutdown between runs: a clean exit, the last ping carries the synced state.
-    shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(10), service)
-        .await
-        .expect("the service stops within seconds")
-        .expect("no panic")
-        .expect("clean exit");
+    service.stop().await;
     let last = opencti.pings().pop().expect("a final ping");
     let state: Value = serde_json::from_str(last.state.as_deref().expect("state sent")).expect("JSON");
     assert_eq!(state["last_commit"], head);
     assert!(state["last_run"].is_string());
 
-    rabbit::delete_queue(&format!("push_{connector_id}")).await;
     opencti.stop().await;
     github.stop();
 }
@@ -85,35 +109,15 @@ fn last_info(opencti: &FakeOpenCti) -> Option<Value> {
     opencti.pings().into_iter().rev().find_map(|ping| ping.connector_info)
 }
 
-async fn stop(service: tokio::task::JoinHandle<anyhow::Result<()>>, shutdown: &Shutdown) {
-    shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(10), service)
-        .await
-        .expect("the service stops within seconds")
-        .expect("no panic")
-        .expect("clean exit");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_push_queue_skips_runs_until_it_drains() {
     let _broker = rabbit::broker_shared().await;
     let github = FakeGitHub::start(small_repo(), fake_github::FakeOptions::default()).await;
     let opencti = FakeOpenCti::start(FakeOptions::default()).await;
     opencti.set_queue_size_bytes(Some(5_000_000));
-    let connector_id = uuid::Uuid::new_v4().to_string();
-    let config = support::connector::config(
-        &opencti,
-        &connector_id,
-        &[
-            ("CONNECTOR_DURATION_PERIOD", "PT1H".into()),
-            ("CONNECTOR_QUEUE_THRESHOLD", "1".into()),
-            ("MALTRAIL_API_BASE_URL", github.base_url()),
-        ],
-    );
-    let shutdown = Shutdown::new();
     let retries = RetryTimings { after_failure: Duration::from_secs(60), queue_recheck: Duration::from_millis(300) };
     let timings = Timings { ping_interval: Duration::from_millis(200), retries };
-    let service = tokio::spawn(service::run_with(config, shutdown.clone(), timings));
+    let service = Running::start(&opencti, &github, "PT1H", &[("CONNECTOR_QUEUE_THRESHOLD", "1")], timings);
 
     // 5 MB queued, 1 MB allowed: runs are skipped, the queue re-checked every 300 ms, and the platform told.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -139,8 +143,7 @@ async fn a_full_push_queue_skips_runs_until_it_drains() {
         })
         .await;
 
-    stop(service, &shutdown).await;
-    rabbit::delete_queue(&format!("push_{connector_id}")).await;
+    service.stop().await;
     opencti.stop().await;
     github.stop();
 }
@@ -152,16 +155,9 @@ async fn failed_runs_are_retried_after_growing_waits() {
     let opencti = FakeOpenCti::start(FakeOptions::default()).await;
     // The platform refuses the first three works (a GraphQL error is not retried inside a run: the run fails).
     opencti.fail_next_op("workAdd", 3, Fault::GraphqlError("Work creation refused".into(), "FORBIDDEN".into()));
-    let connector_id = uuid::Uuid::new_v4().to_string();
-    let config = support::connector::config(
-        &opencti,
-        &connector_id,
-        &[("CONNECTOR_DURATION_PERIOD", "PT1H".into()), ("MALTRAIL_API_BASE_URL", github.base_url())],
-    );
-    let shutdown = Shutdown::new();
     let retries = RetryTimings { after_failure: Duration::from_millis(300), queue_recheck: Duration::from_secs(60) };
     let timings = Timings { ping_interval: Duration::from_secs(40), retries };
-    let service = tokio::spawn(service::run_with(config, shutdown.clone(), timings));
+    let service = Running::start(&opencti, &github, "PT1H", &[], timings);
 
     opencti
         .wait_until(Duration::from_secs(30), "an import after three failed runs", |fake| {
@@ -175,8 +171,7 @@ async fn failed_runs_are_retried_after_growing_waits() {
     assert!(gaps[2] >= Duration::from_millis(1_200), "the wait grows (300 ms doubling): {gaps:?}");
     assert!(gaps.iter().all(|gap| *gap < Duration::from_secs(30)), "a failure does not wait the hour: {gaps:?}");
 
-    stop(service, &shutdown).await;
-    rabbit::delete_queue(&format!("push_{connector_id}")).await;
+    service.stop().await;
     opencti.stop().await;
     github.stop();
 }

@@ -84,6 +84,49 @@ async fn server_errors_are_retried_until_success() {
     fake.fail_next(10, Fault::Http(StatusCode::SERVICE_UNAVAILABLE));
     let error = api.about().await.expect_err("five attempts, all 503");
     assert!(matches!(error, OpenCtiError::Http { status: 503, .. }), "{error}");
+
+    // Apollo's 500 with a GraphQL body (the platform's Redis or Elasticsearch briefly away) is a server error too.
+    fake.clear_faults();
+    fake.fail_next(
+        2,
+        Fault::GraphqlErrorWithStatus(StatusCode::INTERNAL_SERVER_ERROR, "Context creation failed".into()),
+    );
+    assert_eq!(api.about().await.expect("about after two 500 with errors"), "6.8.0");
+    assert_eq!(fake.calls_to("about").len(), 3 + 5 + 3);
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn writes_that_add_are_repeated_only_when_the_platform_surely_did_not_take_them() {
+    let _broker = support::rabbit::broker_shared().await;
+    let fake = FakeOpenCti::start(FakeOptions::default()).await;
+    let api = client(&fake, fake.token());
+    let id = uuid::Uuid::new_v4().to_string();
+    api.register(&RegisterInput::external_import(&id, "Maltrail", &["maltrail".into()])).await.expect("register");
+
+    // A 504 after the platform opened the work: repeating would open a second one.
+    fake.fail_next_op("workAdd", 1, Fault::AppliedThen(StatusCode::GATEWAY_TIMEOUT));
+    let error = api.work_add(&id, "Maltrail test", true).await.expect_err("not repeated");
+    assert!(matches!(error, OpenCtiError::Http { status: 504, .. }), "{error}");
+    assert_eq!(fake.works().len(), 1, "exactly one work opened");
+
+    // Refused in front of the platform (503) or not connected: repeated.
+    fake.fail_next_op("workAdd", 2, Fault::Http(StatusCode::SERVICE_UNAVAILABLE));
+    let work = api.work_add(&id, "Maltrail test 2", true).await.expect("workAdd after two 503");
+    assert_eq!(fake.works().len(), 2);
+
+    // addExpectations applied, then its answer lost: counting it twice would leave the work never complete.
+    fake.fail_next_op("workEdit.addExpectations", 1, Fault::AppliedThen(StatusCode::GATEWAY_TIMEOUT));
+    api.add_expectations(&work, 10).await.expect_err("not repeated");
+    assert_eq!(fake.work(&work).expect("work").expectations, 10, "counted once");
+    fake.fail_next_op("workEdit.addExpectations", 1, Fault::Http(StatusCode::BAD_GATEWAY));
+    api.add_expectations(&work, 5).await.expect("repeated after a 502");
+    assert_eq!(fake.work(&work).expect("work").expectations, 15);
+
+    // Setting a value is safe to repeat, whatever happened to the first try.
+    fake.fail_next_op("workEdit.toProcessed", 1, Fault::AppliedThen(StatusCode::GATEWAY_TIMEOUT));
+    api.to_processed(&work, "done", false).await.expect("toProcessed repeated");
+    assert!(fake.work(&work).expect("work").processed);
     fake.stop().await;
 }
 

@@ -28,6 +28,8 @@ use raw::RawSettings;
 
 /// The only `CONNECTOR_TYPE` this connector accepts, and the one it registers with.
 pub const CONNECTOR_TYPE: &str = "EXTERNAL_IMPORT";
+/// Where Maltrail keeps its static trails (`MALTRAIL_PATH`'s default).
+pub const DEFAULT_TRAILS_PATH: &str = "trails/static";
 
 /// The file read when no path is given, if it exists in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "config.yml";

@@ -11,7 +11,7 @@ use super::duration::{DurationError, parse_iso8601_duration};
 use super::model::{ConnectorConfig, LogLevel, MaltrailConfig, MqConfig, OpenCtiConfig, SplitMode, TlsVerify};
 use super::raw::RawSettings;
 use super::values::{boolean, http_url, invalid, list, number, optional_bool, optional_number, parse_bool, required};
-use super::{CONNECTOR_TYPE, ConfigError};
+use super::{CONNECTOR_TYPE, ConfigError, DEFAULT_TRAILS_PATH};
 use crate::convert::{ConvertOptions, Scores};
 use crate::trails::Category;
 
@@ -248,7 +248,7 @@ pub(super) fn maltrail(raw: &RawSettings) -> Result<MaltrailConfig, ConfigError>
     if git_ref.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid("MALTRAIL_REF", git_ref, "is not a git branch, tag or commit (e.g. master)"));
     }
-    let path = raw.maltrail_path.as_deref().unwrap_or("trails/static").trim_matches('/');
+    let path = raw.maltrail_path.as_deref().unwrap_or(DEFAULT_TRAILS_PATH).trim_matches('/');
     Ok(MaltrailConfig {
         api_base_url,
         api_key: raw.maltrail_api_key.clone(),

@@ -27,6 +27,18 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Whether a failed call may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// Reads, and writes that set a value (ping, register, toProcessed): repeating them changes nothing.
+    Safe,
+    /// Writes that add (workAdd, addExpectations, reportExpectation): repeated after the platform applied them,
+    /// they would open a second work or count expectations twice, and the work would never complete. Sent again
+    /// only when the platform surely did not take them: no connection, or an answer from in front of the platform
+    /// (429, 502, 503). pycti never repeats them.
+    OnlyIfNotReceived,
+}
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenCtiError {
@@ -46,6 +58,8 @@ pub enum OpenCtiError {
         url: String,
         /// The transport error with its causes (reqwest's own message leaves them out).
         detail: String,
+        /// The connection could not even be made: the request was not sent.
+        unsent: bool,
     },
     /// The answer was not what the call expects.
     #[error("OpenCTI {operation}: unexpected answer: {message}")]
@@ -60,7 +74,16 @@ impl OpenCtiError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Transport { .. } => true,
-            Self::Http { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            Self::Http { status, .. } => is_transient_status(*status),
+            _ => false,
+        }
+    }
+
+    /// The platform surely did not act on the request: it was never sent, or refused before the platform.
+    pub fn surely_not_received(&self) -> bool {
+        match self {
+            Self::Transport { unsent, .. } => *unsent,
+            Self::Http { status, .. } => matches!(status, 429 | 502 | 503),
             _ => false,
         }
     }
@@ -114,12 +137,13 @@ impl GraphQlClient {
         Self { retry, ..self.clone() }
     }
 
-    /// Runs `query` with `variables`, retrying transient failures, and returns `data` decoded.
+    /// Runs `query` with `variables`, retrying transient failures as `replay` allows, and returns `data` decoded.
     pub async fn call<T: DeserializeOwned>(
         &self,
         operation: &'static str,
         query: &'static str,
         variables: Value,
+        replay: Replay,
     ) -> Result<T, OpenCtiError> {
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(self.retry.min_delay)
@@ -132,7 +156,10 @@ impl GraphQlClient {
         let body = serde_json::json!({ "query": query, "variables": variables });
         let data = (|| self.attempt(operation, &body))
             .retry(backoff)
-            .when(OpenCtiError::is_transient)
+            .when(|error| match replay {
+                Replay::Safe => error.is_transient(),
+                Replay::OnlyIfNotReceived => error.surely_not_received(),
+            })
             .notify(|error, delay| {
                 crate::metrics::global().retry();
                 tracing::warn!(operation, error = %error, retry_in = ?delay, "OpenCTI call failed: retrying");
@@ -144,16 +171,27 @@ impl GraphQlClient {
     async fn attempt(&self, operation: &'static str, body: &Value) -> Result<Value, OpenCtiError> {
         let response =
             self.http.post(&self.endpoint).bearer_auth(self.token.expose()).json(body).send().await.map_err(
-                |error| OpenCtiError::Transport { operation, url: self.endpoint.clone(), detail: error_chain(&error) },
+                |error| OpenCtiError::Transport {
+                    operation,
+                    url: self.endpoint.clone(),
+                    detail: error_chain(&error),
+                    unsent: error.is_connect(),
+                },
             )?;
         let status = response.status();
         let text = response.text().await.map_err(|error| OpenCtiError::Transport {
             operation,
             url: self.endpoint.clone(),
             detail: error_chain(&error),
+            unsent: false,
         })?;
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(OpenCtiError::Unauthorized(format!("HTTP 401: {}", cut(&text))));
+        }
+        // A 5xx stays a (retried) HTTP error even with a GraphQL body: Apollo answers 500 with `errors` when the
+        // platform cannot build the request's context (its Redis or Elasticsearch briefly away).
+        if is_transient_status(status.as_u16()) {
+            return Err(OpenCtiError::Http { operation, status: status.as_u16(), body: cut(&text).to_owned() });
         }
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
         if let Some(error) = parsed.as_ref().and_then(|v| graphql_error(operation, v)) {
@@ -170,6 +208,11 @@ impl GraphQlClient {
             _ => Err(OpenCtiError::Decode { operation, message: format!("no data: {}", cut(&text)) }),
         }
     }
+}
+
+/// A status worth trying again: the platform (or what is in front of it) is down, restarting or overloaded.
+fn is_transient_status(status: u16) -> bool {
+    status >= 500 || status == 429 || status == 408
 }
 
 /// The first entry of a GraphQL `errors` array as an error; authentication errors are told apart.

@@ -5,9 +5,11 @@
 mod client;
 
 use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
 use serde_json::json;
 
-pub use client::{GraphQlClient, OpenCtiError, RetryPolicy};
+pub use client::{GraphQlClient, OpenCtiError, Replay, RetryPolicy};
 
 /// What the connector says about itself when it registers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -55,7 +57,8 @@ pub struct QueueConnection {
     pub use_ssl: bool,
     pub port: u16,
     pub user: String,
-    pub pass: String,
+    /// Hidden from `Debug`, like every secret.
+    pub pass: Secret,
 }
 
 /// Exchanges, routing keys and queues the platform declared for the connector.
@@ -243,25 +246,26 @@ impl OpenCti {
 
     /// The platform's version (the health check).
     pub async fn about(&self) -> Result<String, OpenCtiError> {
-        let data: AboutData = self.client.call("about", ABOUT, json!({})).await?;
+        let data: AboutData = self.client.call("about", ABOUT, json!({}), Replay::Safe).await?;
         Ok(data.about.version)
     }
 
     pub async fn register(&self, input: &RegisterInput) -> Result<Registration, OpenCtiError> {
-        let data: RegisterData = self.client.call("registerConnector", REGISTER, json!({ "input": input })).await?;
+        let data: RegisterData =
+            self.client.call("registerConnector", REGISTER, json!({ "input": input }), Replay::Safe).await?;
         Ok(data.register)
     }
 
     /// Sends the state (a JSON document, as a string) and runtime info; returns the platform's copy of the state.
     pub async fn ping(&self, id: &str, state: &str, info: &ConnectorInfo) -> Result<PingAnswer, OpenCtiError> {
         let variables = json!({ "id": id, "state": state, "connectorInfo": info });
-        let data: PingData = self.client.call("pingConnector", PING, variables).await?;
+        let data: PingData = self.client.call("pingConnector", PING, variables, Replay::Safe).await?;
         Ok(data.ping)
     }
 
     /// The push queue's size (zero when the platform does not report it).
     pub async fn queue_details(&self, id: &str) -> Result<QueueDetails, OpenCtiError> {
-        let data: QueueData = self.client.call("connector", QUEUE, json!({ "id": id })).await?;
+        let data: QueueData = self.client.call("connector", QUEUE, json!({ "id": id }), Replay::Safe).await?;
         Ok(data.connector.and_then(|c| c.connector_queue_details).unwrap_or_default())
     }
 
@@ -274,25 +278,27 @@ impl OpenCti {
     ) -> Result<String, OpenCtiError> {
         let variables =
             json!({ "connectorId": connector_id, "friendlyName": friendly_name, "isMultiPartWork": multipart });
-        let data: WorkAddData = self.client.call("workAdd", WORK_ADD, variables).await?;
+        let data: WorkAddData = self.client.call("workAdd", WORK_ADD, variables, Replay::OnlyIfNotReceived).await?;
         Ok(data.work.id)
     }
 
     pub async fn add_expectations(&self, work_id: &str, expectations: u64) -> Result<(), OpenCtiError> {
         let variables = json!({ "id": work_id, "expectations": expectations });
-        let _: serde_json::Value = self.client.call("addExpectations", ADD_EXPECTATIONS, variables).await?;
+        let _: serde_json::Value =
+            self.client.call("addExpectations", ADD_EXPECTATIONS, variables, Replay::OnlyIfNotReceived).await?;
         Ok(())
     }
 
     pub async fn to_processed(&self, work_id: &str, message: &str, in_error: bool) -> Result<(), OpenCtiError> {
         let variables = json!({ "id": work_id, "message": message, "inError": in_error });
-        let _: serde_json::Value = self.client.call("toProcessed", TO_PROCESSED, variables).await?;
+        let _: serde_json::Value = self.client.call("toProcessed", TO_PROCESSED, variables, Replay::Safe).await?;
         Ok(())
     }
 
     pub async fn report_expectation(&self, work_id: &str, error: &WorkError) -> Result<(), OpenCtiError> {
         let variables = json!({ "id": work_id, "error": error });
-        let _: serde_json::Value = self.client.call("reportExpectation", REPORT_EXPECTATION, variables).await?;
+        let _: serde_json::Value =
+            self.client.call("reportExpectation", REPORT_EXPECTATION, variables, Replay::OnlyIfNotReceived).await?;
         Ok(())
     }
 }

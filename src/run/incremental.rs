@@ -153,8 +153,10 @@ pub async fn plan_incremental(
         );
         let mut stream = source.files(head);
         let mut scratch = String::new();
+        let mut head_files = 0u64;
         while let Some(item) = stream.recv().await {
             let content = item?;
+            head_files += 1;
             if changed.contains(&content.path) {
                 continue;
             }
@@ -171,6 +173,14 @@ pub async fn plan_incremental(
             if candidates.is_empty() && relation_candidates.is_empty() {
                 break;
             }
+        }
+        // The trails folder vanished (moved, or a wrong MALTRAIL_PATH): that is no reason to revoke everything.
+        if head_files == 0 {
+            return Err(SourceError::Other(format!(
+                "{} holds no trail file at {}: not revoking every trail (check MALTRAIL_PATH)",
+                source.describe(),
+                head.id
+            )));
         }
     }
 

@@ -27,6 +27,10 @@ pub enum RunError {
     Delivery(#[from] DeliveryError),
     #[error("stopped by shutdown before the end of the run")]
     Interrupted,
+    /// A revision without a single trail file is a wrong `MALTRAIL_PATH` or directory far more often than an empty
+    /// Maltrail: recording it as synced would skip every file once the setting is fixed.
+    #[error("{origin} holds no trail file at {revision}: check MALTRAIL_PATH (or MALTRAIL_DIRECTORY)")]
+    NoTrailFiles { origin: String, revision: String },
 }
 
 /// What a run did.
@@ -118,6 +122,9 @@ impl RunContext<'_, '_> {
             };
             self.send_file(&send, times, &mut summary).await?;
             progress.report(&summary, self.delivery.counts().messages);
+        }
+        if summary.files == 0 {
+            return Err(RunError::NoTrailFiles { origin: self.source.describe(), revision: head.id.clone() });
         }
         self.delivery.confirm_all().await?;
         summary.delivered = self.delivery.counts();

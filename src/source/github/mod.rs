@@ -66,8 +66,15 @@ impl GitHubSource {
     }
 
     /// `github:owner/name@ref`.
+    /// `github:owner/name@ref`, plus `:folder` when the trails are not in Maltrail's own folder: the state records
+    /// it, so that fixing a wrong `MALTRAIL_PATH` brings a full import instead of an update from a bad sync.
     pub fn describe(&self) -> String {
-        format!("github:{}@{}", self.repository, self.git_ref)
+        let folder = self.trails.prefix.trim_end_matches('/');
+        if folder == crate::config::DEFAULT_TRAILS_PATH {
+            format!("github:{}@{}", self.repository, self.git_ref)
+        } else {
+            format!("github:{}@{}:/{folder}", self.repository, self.git_ref)
+        }
     }
 
     /// The commit the ref points to and its committer date. Conditional on the last answer's ETag: when nothing
@@ -213,6 +220,9 @@ mod tests {
     fn describes_and_hides_the_token() {
         let source = GitHubSource::new(&config("stamparm/maltrail")).unwrap();
         assert_eq!(source.describe(), "github:stamparm/maltrail@master");
+        let elsewhere =
+            GitHubSource::new(&MaltrailConfig { path: "trails/statik".into(), ..config("stamparm/maltrail") });
+        assert_eq!(elsewhere.unwrap().describe(), "github:stamparm/maltrail@master:/trails/statik");
         assert!(!format!("{source:?}").contains("ghp_do_not_print"));
         for bad in ["maltrail", "/maltrail", "a/b/c", "stamparm/"] {
             assert!(GitHubSource::new(&config(bad)).is_err(), "{bad}");

@@ -151,6 +151,12 @@ pub enum Fault {
     Http(StatusCode),
     /// Answer HTTP 200 with a GraphQL error: `(message, extensions.code)`. The request has no effect.
     GraphqlError(String, String),
+    /// Answer this HTTP status with a GraphQL error body, as Apollo does (500) when the platform cannot build a
+    /// request's context. The request has no effect.
+    GraphqlErrorWithStatus(StatusCode, String),
+    /// Process the request (it takes effect), then answer this status instead of the result, as a proxy does when
+    /// the platform answered too late (504) or the answer was lost on the way.
+    AppliedThen(StatusCode),
     /// Wait this long, then process and answer the request as usual. The request takes effect after the delay even if
     /// the client gave up waiting (as on a slow platform), unless the fake is stopped first.
     Hang(Duration),

@@ -159,6 +159,17 @@ async fn graphql_handler(State(shared): State<Arc<Shared>>, headers: HeaderMap, 
             shared.finish_call(seq, Outcome::Errors { http_status: 200, errors: vec![error.summary()] });
             Answer::Json(StatusCode::OK, json!({"errors": [error.to_json()], "data": null})).into_response()
         }
+        Some(Fault::GraphqlErrorWithStatus(status, message)) => {
+            let error = GqlError::new("INTERNAL_SERVER_ERROR", message);
+            shared.finish_call(seq, Outcome::Errors { http_status: status.as_u16(), errors: vec![error.summary()] });
+            Answer::Json(status, json!({"errors": [error.to_json()]})).into_response()
+        }
+        Some(Fault::AppliedThen(status)) => {
+            let _ = answer(&shared, pending).await;
+            shared.finish_call(seq, Outcome::Http(status.as_u16()));
+            let reason = status.canonical_reason().unwrap_or("Error");
+            Answer::Text(status, format!("{} {reason}\n", status.as_u16())).into_response()
+        }
         Some(Fault::Hang(delay)) => {
             // On a task of its own, so the request takes effect even if the client stops waiting.
             let worker = shared.clone();
