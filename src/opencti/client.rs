@@ -35,7 +35,7 @@ pub enum Replay {
     /// Writes that add (workAdd, addExpectations, reportExpectation): repeated after the platform applied them,
     /// they would open a second work or count expectations twice, and the work would never complete. Sent again
     /// only when the platform surely did not take them: no connection, or an answer from in front of the platform
-    /// (429, 502, 503). pycti never repeats them.
+    /// (429, 502, 503).
     OnlyIfNotReceived,
 }
 
