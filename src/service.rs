@@ -210,6 +210,7 @@ async fn register(
 impl Service {
     /// The scheduling loop, with the ping task beside it.
     async fn schedule(self) -> anyhow::Result<()> {
+        self.first_ping().await;
         let pinger = tokio::spawn(ping_loop(
             self.timings.ping_interval,
             self.opencti.clone(),
@@ -266,6 +267,23 @@ impl Service {
         let wait = due - Timestamp::now().unix_millis();
         // A `last_run` in the future (a clock that ran ahead, a hand-edited state) waits one period at most.
         Duration::from_millis(wait.max(0).try_into().unwrap_or_default()).min(period)
+    }
+
+    /// Pings once before any run, as pycti does at start. A reset made in the UI while the connector was stopped
+    /// is already in the registration's answer, but the platform keeps its reset flag until a ping, and answers that
+    /// ping with the reset state: were it the run's state ping, the run's progress would be taken for a new reset.
+    async fn first_ping(&self) {
+        let (state, info) = {
+            let shared = lock(&self.shared);
+            (shared.state.to_json(), shared.info.clone())
+        };
+        let quick = self.opencti.with_retry(RetryPolicy { max_retries: Some(2), ..RetryPolicy::default() });
+        match quick.ping(&self.connector_id, &state, &info).await {
+            Ok(answer) => {
+                lock(&self.shared).adopt_reset(&state, answer.connector_state.as_deref());
+            }
+            Err(error) => tracing::warn!(%error, "first ping failed: the ping task tries again"),
+        }
     }
 
     async fn final_ping(&self) {
