@@ -56,6 +56,23 @@ impl Shared {
         self.generation += 1;
         true
     }
+
+    /// What a ping sends: the state as JSON, and the runtime info.
+    fn snapshot(&self) -> (String, ConnectorInfo) {
+        (self.state.to_json(), self.info.clone())
+    }
+}
+
+/// Pings with `state` and `info` (taken from `shared`), and adopts the platform's state if the answer says it was
+/// reset. Returns whether it was.
+async fn ping_and_adopt(
+    opencti: &OpenCti,
+    connector_id: &str,
+    shared: &SharedHandle,
+    (state, info): &(String, ConnectorInfo),
+) -> Result<bool, OpenCtiError> {
+    let answer = opencti.ping(connector_id, state, info).await?;
+    Ok(lock(shared).adopt_reset(state, answer.connector_state.as_deref()))
 }
 
 type SharedHandle = Arc<Mutex<Shared>>;
@@ -221,12 +238,11 @@ impl Service {
         let period = self.config.connector.duration_period;
         let runs_once = self.config.connector.runs_once();
         let mut schedule = Schedule::new(period, self.timings.retries);
-        // Set after a failed or skipped run: wait this long instead of a period after the last run that did its job.
-        let mut retry_in: Option<Duration> = None;
+        // Before the next run: at start, a period after the state's last run; then as the last outcome says.
+        let mut wait = self.wait_before_next_run(period);
         let mut last_outcome = None;
         loop {
             if !runs_once {
-                let wait = retry_in.take().unwrap_or_else(|| self.wait_before_next_run(period));
                 if !wait.is_zero() {
                     tracing::info!(wait_seconds = wait.as_secs(), "waiting for the next run");
                 }
@@ -241,8 +257,7 @@ impl Service {
             let outcome = self.scheduled_run().await;
             last_outcome = Some(outcome);
             metrics::global().run_ended(outcome, started.elapsed());
-            retry_in = schedule.wait_after(outcome);
-            let wait = retry_in.unwrap_or_else(|| self.wait_before_next_run(period));
+            wait = schedule.wait_after(outcome).unwrap_or_else(|| self.wait_before_next_run(period));
             let next = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + wait.as_millis() as i64);
             lock(&self.shared).info.next_run_datetime = (!runs_once).then(|| next.to_seconds_string());
             if runs_once || self.shutdown.is_triggered() {
@@ -273,27 +288,18 @@ impl Service {
     /// is already in the registration's answer, but the platform keeps its reset flag until a ping, and answers that
     /// ping with the reset state: were it the run's state ping, the run's progress would be taken for a new reset.
     async fn first_ping(&self) {
-        let (state, info) = {
-            let shared = lock(&self.shared);
-            (shared.state.to_json(), shared.info.clone())
-        };
-        let quick = self.opencti.with_retry(RetryPolicy { max_retries: Some(2), ..RetryPolicy::default() });
-        match quick.ping(&self.connector_id, &state, &info).await {
-            Ok(answer) => {
-                lock(&self.shared).adopt_reset(&state, answer.connector_state.as_deref());
-            }
-            Err(error) => tracing::warn!(%error, "first ping failed: the ping task tries again"),
+        let sent = lock(&self.shared).snapshot();
+        let quick = self.opencti.with_retry(RetryPolicy::brief());
+        if let Err(error) = ping_and_adopt(&quick, &self.connector_id, &self.shared, &sent).await {
+            tracing::warn!(%error, "first ping failed: the ping task tries again");
         }
     }
 
     async fn final_ping(&self) {
-        let (state, info) = {
-            let shared = lock(&self.shared);
-            (shared.state.to_json(), shared.info.clone())
-        };
-        let quick = self.opencti.with_retry(RetryPolicy { max_retries: Some(2), ..RetryPolicy::default() });
-        match quick.ping(&self.connector_id, &state, &info).await {
-            Ok(_) => tracing::info!(state, "final ping sent"),
+        let sent = lock(&self.shared).snapshot();
+        let quick = self.opencti.with_retry(RetryPolicy::brief());
+        match ping_and_adopt(&quick, &self.connector_id, &self.shared, &sent).await {
+            Ok(_) => tracing::info!(state = sent.0, "final ping sent"),
             Err(error) => tracing::warn!(%error, "final ping failed"),
         }
     }
@@ -508,7 +514,7 @@ impl Service {
     /// Records the revision as synced (unless the platform's state was reset meanwhile) and pushes the state to the
     /// platform at once. Returns whether the state advanced.
     async fn advance_state(&self, head: &Revision, now: Timestamp, generation: u64) -> bool {
-        let (state, info) = {
+        let sent = {
             let mut shared = lock(&self.shared);
             if shared.generation != generation {
                 tracing::warn!("the connector state was reset on the platform during the run: not advancing it");
@@ -517,28 +523,21 @@ impl Service {
             shared.state.last_commit = Some(head.id.clone());
             shared.state.last_run = Some(now.to_seconds_string());
             shared.state.source = Some(self.source.describe());
-            (shared.state.to_json(), shared.info.clone())
+            shared.snapshot()
         };
-        match self.opencti_now().ping(&self.connector_id, &state, &info).await {
-            Ok(answer) => {
-                if lock(&self.shared).adopt_reset(&state, answer.connector_state.as_deref()) {
-                    return false;
-                }
-            }
+        match ping_and_adopt(&self.opencti_now(), &self.connector_id, &self.shared, &sent).await {
+            Ok(true) => return false,
+            Ok(false) => {}
             Err(error) => tracing::warn!(%error, "cannot push the new state now: the next ping sends it"),
         }
-        tracing::info!(state, "state advanced");
+        tracing::info!(state = sent.0, "state advanced");
         true
     }
 
     /// The OpenCTI client for calls that close a run: after a shutdown request, with a few quick retries only, so
     /// that an unreachable platform cannot hold the exit.
     fn opencti_now(&self) -> OpenCti {
-        if self.shutdown.is_triggered() {
-            self.opencti.with_retry(RetryPolicy { max_retries: Some(2), ..RetryPolicy::default() })
-        } else {
-            self.opencti.clone()
-        }
+        if self.shutdown.is_triggered() { self.opencti.with_retry(RetryPolicy::brief()) } else { self.opencti.clone() }
     }
 
     async fn finish_work(&self, work_id: &str, message: &str, in_error: bool) {
@@ -585,20 +584,14 @@ async fn ping_loop(
     shared: SharedHandle,
     shutdown: Shutdown,
 ) {
-    let quick = opencti.with_retry(RetryPolicy { max_retries: Some(2), ..RetryPolicy::default() });
+    let quick = opencti.with_retry(RetryPolicy::brief());
     loop {
         if !shutdown.sleep(interval).await {
             return;
         }
-        let (sent, info) = {
-            let shared = lock(&shared);
-            (shared.state.to_json(), shared.info.clone())
-        };
-        match quick.ping(&connector_id, &sent, &info).await {
-            Ok(answer) => {
-                lock(&shared).adopt_reset(&sent, answer.connector_state.as_deref());
-            }
-            Err(error) => tracing::warn!(%error, "ping failed"),
+        let sent = lock(&shared).snapshot();
+        if let Err(error) = ping_and_adopt(&quick, &connector_id, &shared, &sent).await {
+            tracing::warn!(%error, "ping failed");
         }
     }
 }

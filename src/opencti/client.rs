@@ -20,6 +20,13 @@ pub struct RetryPolicy {
     pub max_retries: Option<usize>,
 }
 
+impl RetryPolicy {
+    /// Two quick retries: for pings (the next one comes soon anyway) and for calls made while shutting down.
+    pub fn brief() -> Self {
+        Self { max_retries: Some(2), ..Self::default() }
+    }
+}
+
 impl Default for RetryPolicy {
     /// About three minutes of retries: long enough for a platform restart, short enough to end a run in error.
     fn default() -> Self {
