@@ -1,5 +1,6 @@
-//! An error and its causes in one line, for errors whose own message hides the cause (reqwest says "error sending
-//! request" and keeps "connection refused" or "invalid peer certificate: UnknownIssuer" in its sources).
+//! Error messages quoting what others said: an error and its causes in one line, for errors whose own message hides
+//! the cause (reqwest says "error sending request" and keeps "connection refused" or "invalid peer certificate:
+//! UnknownIssuer" in its sources), and bounded excerpts of a server's answer.
 
 use std::error::Error;
 
@@ -18,6 +19,14 @@ pub fn error_chain(error: &dyn Error) -> String {
     text
 }
 
+/// At most the first `limit` characters of `text` (a server's answer quoted in an error).
+pub fn excerpt(text: &str, limit: usize) -> &str {
+    match text.char_indices().nth(limit) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +43,11 @@ mod tests {
         assert_eq!(error_chain(&top), "error sending request: tcp connect error: connection refused");
         let quoting = Layer("failed: connection refused", Some(Box::new(Layer("connection refused", None))));
         assert_eq!(error_chain(&quoting), "failed: connection refused");
+    }
+
+    #[test]
+    fn excerpts_stop_at_a_character_boundary() {
+        assert_eq!(excerpt("héllo", 2), "hé");
+        assert_eq!(excerpt("hé", 5), "hé");
     }
 }

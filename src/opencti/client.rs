@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::config::{OpenCtiConfig, Secret, TlsVerify};
-use crate::error_chain::error_chain;
+use crate::error_chain::{error_chain, excerpt};
 
 /// How often and how long a call is retried.
 #[derive(Debug, Clone, Copy)]
@@ -236,8 +236,5 @@ fn graphql_error(operation: &'static str, answer: &Value) -> Option<OpenCtiError
 
 /// At most 300 characters of an answer, for error messages.
 fn cut(text: &str) -> &str {
-    match text.char_indices().nth(300) {
-        Some((at, _)) => &text[..at],
-        None => text,
-    }
+    excerpt(text, 300)
 }

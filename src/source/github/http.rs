@@ -13,7 +13,7 @@ use reqwest::{Response, StatusCode};
 use tokio_util::bytes::Bytes;
 
 use crate::config::Secret;
-use crate::error_chain::error_chain;
+use crate::error_chain::{error_chain, excerpt};
 use crate::source::SourceError;
 
 /// `Accept` of JSON answers (the client's default).
@@ -385,10 +385,8 @@ fn github_message(body: &[u8]) -> String {
     if text.is_empty() {
         return "no message".to_owned();
     }
-    match text.char_indices().nth(MESSAGE_LIMIT) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text,
-    }
+    let cut = excerpt(&text, MESSAGE_LIMIT);
+    if cut.len() < text.len() { format!("{cut}…") } else { text }
 }
 
 #[cfg(test)]
