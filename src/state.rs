@@ -31,7 +31,7 @@ impl ConnectorState {
         match serde_json::from_str::<Self>(text) {
             Ok(state) => state,
             Err(error) => {
-                tracing::warn!(%error, state = %text.chars().take(200).collect::<String>(), "connector state is not a JSON object: ignoring it (full import)");
+                tracing::warn!(%error, state = %crate::error_chain::excerpt(text, 200), "connector state is not a JSON object: ignoring it (full import)");
                 Self::default()
             }
         }
