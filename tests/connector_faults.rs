@@ -118,18 +118,10 @@ impl Setup {
 
     /// The service's configuration: the fakes, this connector id, one run, plus `extra` variables.
     fn config(&self, extra: &[(&str, &str)]) -> Config {
-        let mut env = vec![
-            ("OPENCTI_URL".to_owned(), self.opencti.url()),
-            ("OPENCTI_TOKEN".to_owned(), self.opencti.token().to_owned()),
-            ("CONNECTOR_ID".to_owned(), self.connector_id.clone()),
-            ("CONNECTOR_RUN_AND_TERMINATE".to_owned(), "true".to_owned()),
-            ("MALTRAIL_API_BASE_URL".to_owned(), self.github.base_url()),
-        ];
-        for (name, value) in extra {
-            env.retain(|(n, _)| n != name);
-            env.push(((*name).to_owned(), (*value).to_owned()));
-        }
-        maltrail_connector::config::load(env, None).and_then(|s| s.connector()).expect("valid config")
+        let mut env =
+            vec![("CONNECTOR_RUN_AND_TERMINATE", "true".to_owned()), ("MALTRAIL_API_BASE_URL", self.github.base_url())];
+        env.extend(extra.iter().map(|(name, value)| (*name, (*value).to_owned())));
+        support::connector::config(&self.opencti, &self.connector_id, &env)
     }
 
     /// Runs the service to its end (one run), logging into `self.logs`; a hang fails the test.

@@ -5,13 +5,17 @@ use maltrail_connector::config::{self, Config};
 
 use super::fake_opencti::FakeOpenCti;
 
-/// The configuration the connector would read from these variables, pointed at `opencti`.
+/// The configuration the connector would read from these variables, pointed at `opencti`. A variable in `extra`
+/// replaces one set before it (here or earlier in `extra`).
 pub fn config(opencti: &FakeOpenCti, connector_id: &str, extra: &[(&str, String)]) -> Config {
     let mut env = vec![
         ("OPENCTI_URL".to_owned(), opencti.url()),
         ("OPENCTI_TOKEN".to_owned(), opencti.token().to_owned()),
         ("CONNECTOR_ID".to_owned(), connector_id.to_owned()),
     ];
-    env.extend(extra.iter().map(|(name, value)| ((*name).to_owned(), value.clone())));
+    for (name, value) in extra {
+        env.retain(|(set, _)| set != name);
+        env.push(((*name).to_owned(), value.clone()));
+    }
     config::load(env, None).and_then(|settings| settings.connector()).expect("a valid configuration")
 }
