@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use maltrail_connector::convert::{ConvertOptions, Converter, Times, file_trails};
-use maltrail_connector::sequence::Sequencer;
 use maltrail_connector::source::directory::{list_trail_files, read_trail_file};
 use maltrail_connector::trails::parse_file;
+use opencti_connector::send::Sequencer;
 use proto_stix::{ObjectType, StixId, Timestamp};
 
 fn snapshot_dir() -> PathBuf {

@@ -19,10 +19,10 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use maltrail_connector::convert::{ConvertOptions, Converter, Times, file_trails};
-use maltrail_connector::publish::{AmqpEndpoint, Envelope, PublishOptions, Publisher};
-use maltrail_connector::sequence::Sequencer;
 use maltrail_connector::source::directory::{list_trail_files, read_trail_file};
 use maltrail_connector::trails::parse_file;
+use opencti_connector::send::Sequencer;
+use opencti_connector::send::{AmqpEndpoint, Envelope, PublishOptions, Publisher};
 use proto_stix::{ObjectType, StixId, Timestamp};
 
 const URI: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -77,6 +77,7 @@ async fn ours(messages: &[Vec<u8>], queue: &str, window: usize) -> Duration {
         exchange: EXCHANGE.into(),
         routing_key: queue.into(),
         window,
+        window_bytes: 1 << 30,
         max_outage: Duration::from_secs(30),
         connection_name: "bench-ours".into(),
     };

@@ -1,5 +1,5 @@
-//! Command-line arguments: which command to run and its flags. Configuration proper comes from the environment
-//! (and `config.yml`); the command line only picks the job and the files it works on.
+//! Command-line arguments: which command to run and its flags. Settings proper come from the environment (and
+//! `config.yml`); the command line only picks the job and the files it works on.
 
 use std::path::PathBuf;
 
@@ -11,11 +11,16 @@ USAGE:
         Run the connector: register with OpenCTI, then import Maltrail on schedule.
         Settings come from environment variables (see README), config.yml as a fallback.
 
-    maltrail-connector export --trails DIR --out DIR [--jobs N] [--config FILE]
-        Convert trail files to STIX bundle files (pycti DIRECTORY_BUNDLE), no OpenCTI needed.
-        --trails   the trails folder (e.g. a Maltrail checkout's trails/static); default: MALTRAIL_DIRECTORY
+    maltrail-connector export --out DIR [--trails DIR] [--jobs N] [--config FILE]
+        Convert Maltrail's trails to STIX bundle files (pycti DIRECTORY_BUNDLE), no OpenCTI needed.
         --out      where bundle files are written (created if missing)
-        --jobs     worker threads (default: the number of CPUs)
+        --trails   a local trails folder (a Maltrail checkout's trails/static); default: MALTRAIL_DIRECTORY,
+                   else Maltrail on GitHub as the connector reads it (MALTRAIL_REPOSITORY, MALTRAIL_REF, ...)
+        --jobs     files converted at once (default: the number of CPUs)
+
+    maltrail-connector health [--url URL] [--config FILE]
+        Exit 0 when the running connector says it is healthy: GET http://127.0.0.1:<CONNECTOR_METRICS_PORT>/health
+        (or URL); for container health checks (the connector needs CONNECTOR_EXPOSE_METRICS=true).
 
     maltrail-connector --help | --version
 ";
@@ -25,6 +30,7 @@ USAGE:
 pub enum Command {
     Run { config: Option<PathBuf> },
     Export { trails: Option<PathBuf>, out: PathBuf, jobs: Option<usize>, config: Option<PathBuf> },
+    Health { url: Option<String>, config: Option<PathBuf> },
     Help,
     Version,
 }
@@ -33,13 +39,14 @@ pub enum Command {
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut args = args.into_iter().peekable();
     let command = match args.peek().map(String::as_str) {
-        Some("run") | Some("export") => args.next(),
+        Some("run" | "export" | "health") => args.next(),
         _ => None,
     };
     let mut config = None;
     let mut trails = None;
     let mut out = None;
     let mut jobs = None;
+    let mut url = None;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
@@ -48,6 +55,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--config" => config = Some(PathBuf::from(value("--config")?)),
             "--trails" => trails = Some(PathBuf::from(value("--trails")?)),
             "--out" => out = Some(PathBuf::from(value("--out")?)),
+            "--url" => url = Some(value("--url")?),
             "--jobs" => {
                 let text = value("--jobs")?;
                 let n: usize = text.parse().map_err(|_| format!("--jobs: `{text}` is not a number"))?;
@@ -59,14 +67,27 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             other => return Err(format!("unexpected argument `{other}`")),
         }
     }
+    let export_only = trails.is_some() || out.is_some() || jobs.is_some();
     match command.as_deref() {
         Some("export") => {
             let out = out.ok_or("export needs --out DIR")?;
+            if url.is_some() {
+                return Err("--url belongs to the health command".into());
+            }
             Ok(Command::Export { trails, out, jobs, config })
         }
-        _ => {
-            if trails.is_some() || out.is_some() || jobs.is_some() {
+        Some("health") => {
+            if export_only {
                 return Err("--trails, --out and --jobs belong to the export command".into());
+            }
+            Ok(Command::Health { url, config })
+        }
+        _ => {
+            if export_only {
+                return Err("--trails, --out and --jobs belong to the export command".into());
+            }
+            if url.is_some() {
+                return Err("--url belongs to the health command".into());
             }
             Ok(Command::Run { config })
         }
@@ -89,6 +110,15 @@ mod tests {
             parse(args("export --trails t --out o --jobs 2")),
             Ok(Command::Export { trails: Some("t".into()), out: "o".into(), jobs: Some(2), config: None })
         );
+        assert_eq!(
+            parse(args("export --out o")),
+            Ok(Command::Export { trails: None, out: "o".into(), jobs: None, config: None })
+        );
+        assert_eq!(parse(args("health")), Ok(Command::Health { url: None, config: None }));
+        assert_eq!(
+            parse(args("health --url http://x:1/health")),
+            Ok(Command::Health { url: Some("http://x:1/health".into()), config: None })
+        );
         assert_eq!(parse(args("export --help")), Ok(Command::Help));
         assert_eq!(parse(args("--version")), Ok(Command::Version));
     }
@@ -100,6 +130,11 @@ mod tests {
         assert_eq!(parse(args("export --out o --jobs 0")), Err("--jobs must be at least 1".into()));
         assert_eq!(parse(args("export --out o --jobs x")), Err("--jobs: `x` is not a number".into()));
         assert_eq!(parse(args("--out o")), Err("--trails, --out and --jobs belong to the export command".into()));
+        assert_eq!(
+            parse(args("health --out o")),
+            Err("--trails, --out and --jobs belong to the export command".into())
+        );
+        assert_eq!(parse(args("--url u")), Err("--url belongs to the health command".into()));
         assert_eq!(parse(args("frobnicate")), Err("unexpected argument `frobnicate`".into()));
     }
 }

@@ -1,28 +1,31 @@
-//! The offline `export` command: trail files from a directory to STIX bundle files in pycti's `DIRECTORY_BUNDLE`
-//! shape, one file per trail file, with a progress line on a terminal and a summary at the end. Needs no OpenCTI.
+//! The offline `export` command: a full import from a source (a local trails folder, or GitHub as the connector
+//! reads it) into a directory of pycti `DIRECTORY_BUNDLE` files, one per trail file, with a progress line on a
+//! terminal and a summary at the end. Needs no OpenCTI.
 //!
-//! Files are spread over worker threads (each thread parses, converts and writes whole files), and each file is
-//! streamed to disk object by object, so memory stays bounded by the largest trail file, not the snapshot.
+//! It is the connector's own pipeline with a directory for the only output: files come from the source one by
+//! one, several tasks parse, convert and write them at once, and each file is streamed to disk object by object,
+//! so memory stays bounded by the largest trail file, not the snapshot.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use proto_stix::{StixObject, Timestamp};
+use opencti_connector::send::{DirectoryOutput, Sender, SplitSettings};
+use proto_stix::Timestamp;
+use tokio::sync::Mutex;
 
 use crate::convert::{Converter, Times, file_trails};
-use crate::directory_output::{DirectoryBundle, DirectoryOutput};
-use crate::source::directory::{list_trail_files, read_trail_file};
-use crate::stats::Stats;
+use crate::pipeline::{FileSend, Laid, send_file};
+use crate::source::{FileStream, Source};
+use crate::stats::{Report, Stats};
 use crate::trails::parse_file;
 
-/// What to export, where, and how.
+/// How to export.
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
-    pub trails_dir: PathBuf,
+    /// Tasks converting files at once.
     pub jobs: usize,
     /// Print a progress line to stderr (when it is a terminal).
     pub progress: bool,
@@ -30,124 +33,106 @@ pub struct ExportOptions {
     pub now: Timestamp,
 }
 
-/// Counters the progress line reads while workers run.
+/// Counters the progress line reads while the tasks run.
 #[derive(Default)]
 struct Progress {
     files: AtomicUsize,
     trails: AtomicU64,
 }
 
-/// Exports every trail file under `options.trails_dir` to `output`. Returns the summary.
-pub fn export(converter: &Converter, output: &DirectoryOutput, options: &ExportOptions) -> anyhow::Result<Stats> {
-    let files = list_trail_files(&options.trails_dir)
-        .with_context(|| format!("cannot list trail files in {}", options.trails_dir.display()))?;
-    anyhow::ensure!(!files.is_empty(), "no trail files (*.txt) under {}", options.trails_dir.display());
+/// Exports every trail file of the source's head revision to `output`. Returns the summary.
+pub async fn export(
+    source: &Source,
+    converter: Arc<Converter>,
+    output: Arc<DirectoryOutput>,
+    options: &ExportOptions,
+) -> anyhow::Result<Report> {
+    let head = source.head().await.with_context(|| format!("cannot read {}", source.describe()))?;
+    let total = source.file_count(&head).await.ok();
+    let files: Arc<Mutex<FileStream>> = Arc::new(Mutex::new(source.files(&head)));
     let times = Times { valid_from: options.now, now: options.now };
-    let next = AtomicUsize::new(0);
-    let progress = Progress::default();
-    let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    let stop = AtomicBool::new(false);
+    let progress = Arc::new(Progress::default());
     let started = Instant::now();
-    let jobs = options.jobs.clamp(1, 64);
-
-    let total = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..jobs)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut stats = Stats::default();
-                    while !stop.load(Ordering::Relaxed) {
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(path) = files.get(index) else { break };
-                        match export_file(converter, output, &options.trails_dir, path, times, &mut stats) {
-                            Ok(trails) => {
-                                progress.trails.fetch_add(trails, Ordering::Relaxed);
-                                progress.files.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(error) => {
-                                stop.store(true, Ordering::Relaxed);
-                                failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(error);
-                            }
-                        }
-                    }
-                    stats
-                })
-            })
-            .collect();
-        let show = options.progress && std::io::stderr().is_terminal();
-        while show && workers.iter().any(|w| !w.is_finished()) {
-            print_progress(&progress, files.len(), started);
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        if show {
-            print_progress(&progress, files.len(), started);
-            eprintln!();
-        }
-        let mut total = Stats::default();
-        for worker in workers {
-            // A worker only panics on a bug; keep its panic rather than hiding it.
-            total.merge(worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-        }
-        total
+    let tasks: Vec<_> = (0..options.jobs.clamp(1, 64))
+        .map(|_| {
+            let (files, converter, output, progress) =
+                (files.clone(), converter.clone(), output.clone(), progress.clone());
+            tokio::spawn(async move { export_files(files, &converter, output, times, &progress).await })
+        })
+        .collect();
+    let show = options.progress && std::io::stderr().is_terminal();
+    let printer = show.then(|| {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            loop {
+                print_progress(&progress, total, started);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
     });
-    if let Some(error) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    let mut report = Report::default();
+    let mut failure = None;
+    for task in tasks {
+        match task.await.context("an export task panicked")? {
+            Ok((stats, laid)) => {
+                report.stats.merge(stats);
+                report.laid.merge(laid);
+            }
+            Err(error) => failure = failure.or(Some(error)),
+        }
+    }
+    if let Some(printer) = printer {
+        printer.abort();
+        print_progress(&progress, total, started);
+        eprintln!();
+    }
+    if let Some(error) = failure {
         return Err(error);
     }
-    Ok(total)
+    anyhow::ensure!(report.stats.files > 0, "{} holds no trail file (*.txt of a known category)", source.describe());
+    Ok(report)
 }
 
-fn print_progress(progress: &Progress, total_files: usize, started: Instant) {
+/// One task: takes files from the shared stream until it ends, each laid out into the directory.
+async fn export_files(
+    files: Arc<Mutex<FileStream>>,
+    converter: &Converter,
+    output: Arc<DirectoryOutput>,
+    times: Times,
+    progress: &Progress,
+) -> anyhow::Result<(Stats, Laid)> {
+    let mut sender = Sender::new(None, Some(output.clone()), SplitSettings::CLIENT);
+    let (mut stats, mut laid) = (Stats::default(), Laid::default());
+    loop {
+        let item = files.lock().await.recv().await;
+        let Some(item) = item else { break };
+        let content = item?;
+        let Some(file) = parse_file(&content.path, &content.content) else {
+            tracing::warn!(file = %content.path, "not a trail file of a known category: skipped");
+            continue;
+        };
+        file.log_skipped();
+        if !converter.wants(file.category) {
+            continue;
+        }
+        stats.count_file(&file);
+        let trails = file_trails(&file);
+        send_file(&mut sender, converter, &FileSend::all(&file, &trails), times, &mut laid)
+            .await
+            .with_context(|| format!("cannot write the bundle of {} to {}", file.path, output.path().display()))?;
+        progress.trails.fetch_add(trails.len() as u64, Ordering::Relaxed);
+        progress.files.fetch_add(1, Ordering::Relaxed);
+        // Let the other tasks (and the progress line) run between two files.
+        tokio::task::yield_now().await;
+    }
+    Ok((stats, laid))
+}
+
+fn print_progress(progress: &Progress, total: Option<usize>, started: Instant) {
     let files = progress.files.load(Ordering::Relaxed);
     let trails = progress.trails.load(Ordering::Relaxed);
     let rate = trails as f64 / started.elapsed().as_secs_f64().max(0.001);
-    eprint!("\rfiles {files}/{total_files}  trails {trails}  {rate:.0} trails/s   ");
+    let total = total.map_or_else(|| "?".to_owned(), |t| t.to_string());
+    eprint!("\rfiles {files}/{total}  trails {trails}  {rate:.0} trails/s   ");
     let _ = std::io::stderr().flush();
-}
-
-/// Parses, converts and writes one trail file. Returns the number of trails exported (0 for a file of a category
-/// not imported or not a trail file).
-fn export_file(
-    converter: &Converter,
-    output: &DirectoryOutput,
-    root: &Path,
-    path: &str,
-    times: Times,
-    stats: &mut Stats,
-) -> anyhow::Result<u64> {
-    let content = read_trail_file(root, path)?;
-    let Some(file) = parse_file(path, &content) else {
-        tracing::warn!(file = path, "not a trail file of a known category: skipped");
-        return Ok(0);
-    };
-    file.log_skipped();
-    if !converter.wants(file.category) {
-        return Ok(0);
-    }
-    stats.count_file(&file);
-    let mut bundle = output.begin(path).with_context(|| format!("cannot create a bundle file for {path}"))?;
-    let push = |bundle: &mut DirectoryBundle, object: &StixObject<'_>, stats: &mut Stats| -> std::io::Result<()> {
-        if bundle.push(object)? {
-            stats.count_object(object);
-        }
-        Ok(())
-    };
-    let write_error = |e| anyhow::anyhow!("cannot write the bundle of {path} to {}: {e}", output.path().display());
-    for object in converter.shared_objects() {
-        push(&mut bundle, &object, stats).map_err(write_error)?;
-    }
-    let trails = file_trails(&file);
-    let file_converter = converter.file(&file, times);
-    if let Some(header) = file_converter.header() {
-        push(&mut bundle, &header, stats).map_err(write_error)?;
-    }
-    let mut result = Ok(());
-    for trail in &trails {
-        file_converter.trail_objects(trail, false, &mut |object| {
-            if result.is_ok() {
-                result = push(&mut bundle, &object, stats);
-            }
-        });
-    }
-    result.map_err(write_error)?;
-    bundle.finish().map_err(write_error)?;
-    Ok(trails.len() as u64)
 }

@@ -1,20 +1,17 @@
-//! maltrail-connector: keeps an OpenCTI platform in sync with Maltrail's static trails.
+//! maltrail-connector: keeps an OpenCTI platform in sync with Maltrail's static trails, on the `opencti-connector`
+//! runtime.
+//!
+//! Layers run one way: [`connector`] (a run: plan, work, bundles, state) uses [`plan`] (what changed, what to
+//! revoke), [`pipeline`] (one file's bundle, laid out once), [`source`] (GitHub or a directory), [`trails`] (the
+//! file format) and [`convert`] (trails to STIX); the runtime talks to the platform and its broker.
 
 pub mod cli;
-pub mod config;
+pub mod connector;
 pub mod convert;
-pub mod directory_output;
-pub mod error_chain;
 pub mod export;
-pub mod logging;
-pub mod metrics;
-pub mod opencti;
-pub mod publish;
-pub mod run;
-pub mod schedule;
-pub mod sequence;
-pub mod service;
-pub mod shutdown;
+pub mod pipeline;
+pub mod plan;
+pub mod settings;
 pub mod source;
 pub mod state;
 pub mod stats;

@@ -1,13 +1,15 @@
-//! The connector's state as the platform keeps it: the last revision fully synced, when, and from which source.
+//! What the connector keeps in its platform state: the last revision fully synced, when, and from which source.
 //! Small on purpose (the platform stores it and the connector pings it every 40 s); fields written by other
 //! versions are kept as they are.
 
+use opencti_connector::StateDocument;
+use proto_stix::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// `{"last_commit": ..., "last_run": ..., "source": ...}` plus whatever else the document held.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ConnectorState {
+pub struct SyncState {
     /// The revision (commit sha, or directory digest) whose trails are all in the platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_commit: Option<String>,
@@ -21,26 +23,25 @@ pub struct ConnectorState {
     pub other: Map<String, Value>,
 }
 
-impl ConnectorState {
-    /// Reads the platform's state string. A missing, empty or `{}` state (a new connector, or one a user reset in
-    /// the UI) is the default; a state that is not a JSON object is reported and treated as empty, so that the next
-    /// run imports in full rather than not at all.
-    pub fn parse(text: Option<&str>) -> Self {
-        let text = text.map(str::trim).filter(|t| !t.is_empty() && *t != "null");
-        let Some(text) = text else { return Self::default() };
-        match serde_json::from_str::<Self>(text) {
+impl SyncState {
+    /// Reads the state document; a field of the wrong type (a hand-edited state) is reported and the state taken
+    /// as empty, so that the next run imports in full rather than not at all.
+    pub fn from_document(document: &StateDocument) -> Self {
+        match serde_json::from_value(Value::Object(document.clone())) {
             Ok(state) => state,
             Err(error) => {
-                tracing::warn!(%error, state = %crate::error_chain::excerpt(text, 200), "connector state is not a JSON object: ignoring it (full import)");
+                tracing::warn!(%error, "connector state cannot be read: ignoring it (full import)");
                 Self::default()
             }
         }
     }
 
-    /// The state as the JSON string the platform stores.
-    pub fn to_json(&self) -> String {
-        // A struct of strings and JSON values always serializes.
-        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    pub fn to_document(&self) -> StateDocument {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(document)) => document,
+            // A struct of strings and JSON values always serializes to an object.
+            _ => StateDocument::new(),
+        }
     }
 
     /// The revision to compare with, when this state was written for `source`.
@@ -52,32 +53,38 @@ impl ConnectorState {
             _ => None,
         }
     }
+
+    /// When the last run that did its job ended.
+    pub fn last_run_time(&self) -> Option<Timestamp> {
+        Timestamp::parse_rfc3339(self.last_run.as_deref()?).ok()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opencti_connector::{parse_state, state_json};
 
     #[test]
     fn round_trip_keeps_unknown_fields() {
-        let state = ConnectorState::parse(Some(r#"{"last_commit":"abc","last_run":"2026-01-01T00:00:00Z","x":1}"#));
+        let document = parse_state(Some(r#"{"last_commit":"abc","last_run":"2026-01-01T00:00:00Z","x":1}"#));
+        let state = SyncState::from_document(&document);
         assert_eq!(state.last_commit.as_deref(), Some("abc"));
         assert_eq!(state.other["x"], 1);
-        let again = ConnectorState::parse(Some(&state.to_json()));
-        assert_eq!(again, state);
+        assert_eq!(SyncState::from_document(&parse_state(Some(&state_json(&state.to_document())))), state);
+        assert!(state.last_run_time().is_some());
     }
 
     #[test]
-    fn empty_or_bad_states_mean_start_over() {
-        for text in [None, Some(""), Some("  "), Some("null"), Some("{}"), Some("[1]"), Some("not json")] {
-            assert_eq!(ConnectorState::parse(text), ConnectorState::default(), "{text:?}");
-        }
-        assert_eq!(ConnectorState::default().to_json(), "{}");
+    fn a_state_of_the_wrong_shape_means_start_over() {
+        let document = parse_state(Some(r#"{"last_commit":1}"#));
+        assert_eq!(SyncState::from_document(&document), SyncState::default());
+        assert_eq!(state_json(&SyncState::default().to_document()), "{}");
     }
 
     #[test]
     fn revision_belongs_to_its_source() {
-        let mut state = ConnectorState { last_commit: Some("abc".into()), ..ConnectorState::default() };
+        let mut state = SyncState { last_commit: Some("abc".into()), ..SyncState::default() };
         assert_eq!(state.synced_revision("github:a/b@master"), Some("abc"));
         state.source = Some("github:a/b@master".into());
         assert_eq!(state.synced_revision("github:a/b@master"), Some("abc"));

@@ -1,11 +1,11 @@
-//! Counts of what a conversion saw and produced: files, trails by category and form, objects by type, skipped lines
-//! by reason with a few examples (file:line) for the report. Mergeable, so parallel workers each keep their own.
+//! Counts of what a conversion read: files, trails by category and form, skipped lines by reason with a few
+//! examples (file:line) for the report. Mergeable, so parallel workers each keep their own. What was sent is
+//! counted where it is laid out ([`crate::pipeline::Laid`]); [`Report`] prints both.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use proto_stix::StixObject;
-
+use crate::pipeline::Laid;
 use crate::trails::{Category, Form, SkipReason, TrailFile};
 
 /// How many example lines are kept per skip reason.
@@ -23,7 +23,6 @@ pub struct SkipExample {
 pub struct Stats {
     pub files: u64,
     pub trails: BTreeMap<(Category, Form), u64>,
-    pub objects: BTreeMap<&'static str, u64>,
     pub skipped: BTreeMap<SkipReason, u64>,
     pub skip_examples: BTreeMap<SkipReason, Vec<SkipExample>>,
 }
@@ -44,17 +43,10 @@ impl Stats {
         }
     }
 
-    pub fn count_object(&mut self, object: &StixObject<'_>) {
-        *self.objects.entry(object.id().object_type().as_str()).or_default() += 1;
-    }
-
     pub fn merge(&mut self, other: Stats) {
         self.files += other.files;
         for (key, n) in other.trails {
             *self.trails.entry(key).or_default() += n;
-        }
-        for (key, n) in other.objects {
-            *self.objects.entry(key).or_default() += n;
         }
         for (key, n) in other.skipped {
             *self.skipped.entry(key).or_default() += n;
@@ -70,10 +62,6 @@ impl Stats {
         self.trails.values().sum()
     }
 
-    pub fn total_objects(&self) -> u64 {
-        self.objects.values().sum()
-    }
-
     pub fn total_skipped(&self) -> u64 {
         self.skipped.values().sum()
     }
@@ -87,9 +75,28 @@ impl Stats {
     }
 }
 
-impl fmt::Display for Stats {
+/// What a conversion read and laid out, as the export prints it at the end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub stats: Stats,
+    pub laid: Laid,
+}
+
+impl fmt::Display for Report {
     /// The human summary the export prints at the end.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Report { stats: this, laid } = self;
+        this.fmt_read(f)?;
+        writeln!(f, "objects: {}", laid.total_objects())?;
+        for (kind, n) in &laid.objects {
+            writeln!(f, "  {kind:<22} {n:>10}")?;
+        }
+        this.fmt_skipped(f)
+    }
+}
+
+impl Stats {
+    fn fmt_read(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "files: {}", self.files)?;
         writeln!(f, "trails: {}", self.total_trails())?;
         for category in Category::ALL {
@@ -105,10 +112,10 @@ impl fmt::Display for Stats {
                 writeln!(f, "  {:<22} {n:>10}", form.as_str())?;
             }
         }
-        writeln!(f, "objects: {}", self.total_objects())?;
-        for (kind, n) in &self.objects {
-            writeln!(f, "  {kind:<22} {n:>10}")?;
-        }
+        Ok(())
+    }
+
+    fn fmt_skipped(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "skipped lines: {}", self.total_skipped())?;
         for (reason, n) in &self.skipped {
             writeln!(f, "  {:<22} {n:>10}", reason.as_str())?;

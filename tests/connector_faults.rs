@@ -9,9 +9,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use maltrail_connector::config::Config;
-use maltrail_connector::service;
-use maltrail_connector::shutdown::Shutdown;
+use maltrail_connector::connector::serve;
+use maltrail_connector::settings::Config;
+use opencti_connector::{Shutdown, Timings};
 use support::fake_github::{self, FakeGitHub, FakeRepo};
 use support::fake_opencti::{self, AuthFailure, FakeOpenCti, MqConnection, Outcome, StatusCode, Work};
 use support::rabbit;
@@ -126,7 +126,8 @@ impl Setup {
 
     /// Runs the service to its end (one run), logging into `self.logs`; a hang fails the test.
     async fn run(&self, extra: &[(&str, &str)]) -> anyhow::Result<()> {
-        let run = service::run(self.config(extra), Shutdown::new()).with_subscriber(self.logs.subscriber());
+        let run =
+            serve(self.config(extra), Shutdown::new(), Timings::default()).with_subscriber(self.logs.subscriber());
         match tokio::time::timeout(RUN_TIMEOUT, run).await {
             Ok(result) => result,
             Err(_) => panic!("the connector did not finish within {RUN_TIMEOUT:?}; logs:\n{}", self.logs.text()),
@@ -394,8 +395,9 @@ async fn j_shutdown_while_waiting_out_a_rate_limit_ends_at_once() {
     let setup = Setup::start(small_trail_set(), github, fake_opencti::FakeOptions::default()).await;
     setup.github.set_rate_limit_remaining(0);
     let shutdown = Shutdown::new();
-    let service =
-        tokio::spawn(service::run(setup.config(&[]), shutdown.clone()).with_subscriber(setup.logs.subscriber()));
+    let service = tokio::spawn(
+        serve(setup.config(&[]), shutdown.clone(), Timings::default()).with_subscriber(setup.logs.subscriber()),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while setup.logs.count("GitHub rate limit exhausted") == 0 {
         assert!(Instant::now() < deadline, "no rate-limit wait; logs:\n{}", setup.logs.text());

@@ -9,11 +9,11 @@ mod support;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
+use maltrail_connector::connector::serve;
 use maltrail_connector::convert::{Trail, family_names, file_trails};
-use maltrail_connector::service;
-use maltrail_connector::shutdown::Shutdown;
 use maltrail_connector::source::directory::{list_trail_files, read_trail_file};
 use maltrail_connector::trails::{Category, TrailFile, parse_file};
+use opencti_connector::{Shutdown, Timings};
 use proto_stix::StixId;
 use proto_stix::id::{malware_id, relationship_id};
 use serde_json::Value;
@@ -155,7 +155,7 @@ async fn second_run_sends_only_the_changes() {
         &[("CONNECTOR_RUN_AND_TERMINATE", "true".into()), ("MALTRAIL_API_BASE_URL", github.base_url())],
     );
     github.reset_log();
-    tokio::time::timeout(Duration::from_secs(300), service::run(config, Shutdown::new()))
+    tokio::time::timeout(Duration::from_secs(300), serve(config, Shutdown::new(), Timings::default()))
         .await
         .expect("run within 5 minutes")
         .expect("run succeeds");

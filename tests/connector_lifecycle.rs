@@ -125,6 +125,8 @@ struct Collected {
     indicator_ids: HashSet<String>,
     /// Messages per `work_id`.
     messages_by_work: HashMap<String, u64>,
+    /// Messages holding a single object (each one an expectation, by the platform's rule), per `work_id`.
+    singles_by_work: HashMap<String, u64>,
 }
 
 impl Collector {
@@ -185,10 +187,14 @@ impl Collector {
 fn collect(body: &[u8], into: &mut Collected) {
     let envelope: serde_json::Value = serde_json::from_slice(body).expect("envelope");
     let work = envelope["work_id"].as_str().unwrap_or_default().to_owned();
-    *into.messages_by_work.entry(work).or_default() += 1;
+    *into.messages_by_work.entry(work.clone()).or_default() += 1;
     let content = envelope["content"].as_str().expect("content");
     let bundle = base64::engine::general_purpose::STANDARD.decode(content).expect("base64");
     let text = String::from_utf8_lossy(&bundle);
+    // Every object, and the bundle itself, carries `"spec_version":"2.1"` once.
+    if text.matches("\"spec_version\":\"2.1\"").count() == 2 {
+        *into.singles_by_work.entry(work).or_default() += 1;
+    }
     let marker = "\"type\":\"indicator\",\"spec_version\":\"2.1\",\"id\":\"";
     for (at, _) in text.match_indices(marker) {
         let start = at + marker.len();
@@ -205,7 +211,7 @@ async fn a_bad_configuration_is_refused_before_any_network_access() {
     let opencti = FakeOpenCti::start(fake_opencti::FakeOptions::default()).await;
     let base = base_env(&opencti, &github, &uuid::Uuid::new_v4().to_string());
     let pairs = base.iter().map(|(k, v)| ((*k).to_owned(), v.clone()));
-    maltrail_connector::config::load(pairs, None).and_then(|s| s.connector()).expect("the base configuration is valid");
+    maltrail_connector::settings::Config::from_env(pairs).expect("the base configuration is valid");
 
     let cases: [(&str, Option<&str>); 7] = [
         ("CONNECTOR_ID", Some("not-a-uuid")),
@@ -289,8 +295,9 @@ async fn b_sigterm_mid_run_then_a_restart_finishes_the_import() {
     let work = &works[1];
     assert!(work.friendly_name.as_deref().is_some_and(|n| n.starts_with("Maltrail full import")), "{work:?}");
     assert!(work.processed && !work.in_error, "{work:?}");
-    let published = work.expectations - work.errors.len() as i64;
-    assert_eq!(collected.messages_by_work.get(&work.id).copied().unwrap_or(0) as i64, published);
+    let announced = work.expectations - work.errors.len() as i64;
+    assert!(collected.messages_by_work.get(&work.id).copied().unwrap_or(0) > 0);
+    assert_eq!(collected.singles_by_work.get(&work.id).copied().unwrap_or(0) as i64, announced);
     assert_eq!(state(&opencti)["last_commit"], github.head_sha().as_str());
     let missing = expected.difference(&collected.indicator_ids).count();
     assert_eq!(missing, 0, "of {} indicators, {missing} never reached the queue", expected.len());
@@ -488,12 +495,42 @@ async fn e_metrics_report_the_run_to_prometheus() {
     assert_eq!(metric(&text, "maltrail_trails_revoked_total"), Some(0.0));
     let last_success = metric(&text, "maltrail_last_success_timestamp_seconds").expect("last success");
     assert!(last_success >= started.floor(), "{last_success} < {started}");
+    // pycti's series, under pycti's names, for dashboards made for pycti connectors.
+    assert_eq!(metric(&text, "bundles_sent_total"), Some(work.expectations as f64), "{text}");
+    assert_eq!(metric(&text, "records_sent_total"), Some(work.expectations as f64), "{text}");
+    assert_eq!(metric(&text, "runs_total"), Some(1.0), "{text}");
+    assert!(metric(&text, "ping_api_total").is_some_and(|pings| pings >= 2.0), "first ping and state: {text}");
+    assert_eq!(metric(&text, "ping_api_errors_total"), Some(0.0), "{text}");
+    assert_eq!(metric(&text, "state{state=\"idle\"}"), Some(1.0), "{text}");
     let not_found = reqwest::get(format!("http://127.0.0.1:{port}/")).await.expect("GET /");
     assert_eq!(not_found.status(), 404);
+
+    // The health check the container runs: the binary's `health` command against the running connector.
+    let health = std::process::Command::new(env!("CARGO_BIN_EXE_maltrail-connector"))
+        .args(["health", "--url", &format!("http://127.0.0.1:{port}/health")])
+        .output()
+        .expect("run the health command");
+    assert!(health.status.success(), "health: {}", String::from_utf8_lossy(&health.stderr));
+    let health = std::process::Command::new(env!("CARGO_BIN_EXE_maltrail-connector"))
+        .arg("health")
+        .env("CONNECTOR_METRICS_PORT", port_text.as_str())
+        .output()
+        .expect("run the health command");
+    assert!(health.status.success(), "health from CONNECTOR_METRICS_PORT: {}", String::from_utf8_lossy(&health.stderr));
 
     connector.terminate();
     let status = connector.exit(Duration::from_secs(20)).await;
     assert!(status.success(), "{}", connector.stderr());
+    let gone = std::process::Command::new(env!("CARGO_BIN_EXE_maltrail-connector"))
+        .args(["health", "--url", &format!("http://127.0.0.1:{port}/health")])
+        .output()
+        .expect("run the health command");
+    assert!(!gone.status.success(), "a stopped connector is not healthy");
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("no answer from"),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
     rabbit::delete_queue(&format!("push_{connector_id}")).await;
     opencti.stop().await;
     github.stop();

@@ -7,9 +7,9 @@ mod support;
 
 use std::time::Duration;
 
-use maltrail_connector::schedule::RetryTimings;
-use maltrail_connector::service::{self, Timings};
-use maltrail_connector::shutdown::Shutdown;
+use maltrail_connector::connector::serve;
+use opencti_connector::RetryTimings;
+use opencti_connector::{Shutdown, Timings};
 use serde_json::Value;
 use support::fake_github::{self, Change, FakeGitHub, FakeRepo};
 use support::fake_opencti::{FakeOpenCti, FakeOptions, Fault};
@@ -49,7 +49,7 @@ impl Running {
         env.extend(extra.iter().map(|(name, value)| (*name, (*value).to_owned())));
         let config = support::connector::config(opencti, &connector_id, &env);
         let shutdown = Shutdown::new();
-        let task = tokio::spawn(service::run_with(config, shutdown.clone(), timings));
+        let task = tokio::spawn(serve(config, shutdown.clone(), timings));
         Self { connector_id, shutdown, task }
     }
 

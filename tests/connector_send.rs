@@ -7,11 +7,11 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
+use maltrail_connector::connector::serve;
 use maltrail_connector::convert::file_trails;
-use maltrail_connector::service;
-use maltrail_connector::shutdown::Shutdown;
 use maltrail_connector::source::directory::{list_trail_files, read_trail_file};
 use maltrail_connector::trails::{Category, parse_file};
+use opencti_connector::{Shutdown, Timings};
 use serde_json::Value;
 use support::fake_opencti::{FakeOpenCti, FakeOptions};
 use support::rabbit;
@@ -68,7 +68,7 @@ async fn client_split_run_is_what_pycti_would_send() {
             ("MALTRAIL_DIRECTORY", trails.display().to_string()),
         ],
     );
-    tokio::time::timeout(Duration::from_secs(300), service::run(config, Shutdown::new()))
+    tokio::time::timeout(Duration::from_secs(300), serve(config, Shutdown::new(), Timings::default()))
         .await
         .expect("run within 5 minutes")
         .expect("run succeeds");

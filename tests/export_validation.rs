@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use maltrail_connector::convert::{ConvertOptions, Converter};
-use maltrail_connector::directory_output::{ConnectorIdentity, DirectoryOutput};
 use maltrail_connector::export::{ExportOptions, export};
+use maltrail_connector::source::Source;
+use maltrail_connector::source::directory::DirectorySource;
 use maltrail_connector::source::directory::{list_trail_files, read_trail_file};
 use maltrail_connector::trails::{Category, Form, parse_file};
+use opencti_connector::send::{ConnectorIdentity, DirectoryOutput};
 use proto_stix::{Timestamp, Tlp};
 use support::snapshot::snapshot_dir;
 
@@ -85,7 +87,7 @@ fn exported_sample_passes_the_oasis_validator() {
 
     let options =
         ConvertOptions { categories: Category::ALL.to_vec(), tlp: Tlp::AmberStrict, ..ConvertOptions::default() };
-    let converter = Converter::new(options);
+    let converter = std::sync::Arc::new(Converter::new(options));
     let identity = ConnectorIdentity {
         id: uuid::Uuid::new_v4().to_string(),
         name: "Maltrail".into(),
@@ -96,8 +98,12 @@ fn exported_sample_passes_the_oasis_validator() {
     };
     let out = work.path().join("out");
     let output = DirectoryOutput::new(&out, 0, &identity, None).expect("output dir");
-    let export_options = ExportOptions { trails_dir: trails, jobs: 2, progress: false, now: Timestamp::now() };
-    let stats = export(&converter, &output, &export_options).expect("export");
+    let export_options = ExportOptions { jobs: 2, progress: false, now: Timestamp::now() };
+    let source = Source::Directory(DirectorySource::new(trails));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let report =
+        runtime.block_on(export(&source, converter, std::sync::Arc::new(output), &export_options)).expect("export");
+    let stats = report.stats;
     assert_eq!(stats.files as usize, sample.len() + 1);
     let forms: BTreeSet<_> = stats.trails.keys().map(|(_, form)| *form).collect();
     assert_eq!(forms.len(), Form::ALL.len(), "every form exported: {forms:?}");

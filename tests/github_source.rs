@@ -6,10 +6,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use maltrail_connector::config::{MaltrailConfig, Secret};
+use maltrail_connector::settings::MaltrailSettings as MaltrailConfig;
 use maltrail_connector::source::directory::{list_trail_files, read_trail_file};
 use maltrail_connector::source::github::{GitHubSource, RetryPolicy};
 use maltrail_connector::source::{FileChange, FileStream, Revision, SourceError, TrailFileContent};
+use opencti_connector::settings::Secret;
 use proto_stix::Timestamp;
 use reqwest::StatusCode;
 use support::fake_github::{

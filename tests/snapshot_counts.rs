@@ -34,26 +34,26 @@ fn reference_form(value: &str) -> Option<&'static str> {
     if value.starts_with('/') {
         return (!value.trim_start_matches('/').is_empty()).then_some("path");
     }
-    if let Some(rest) = value.strip_prefix('[') {
-        if let Some((inner, after)) = rest.split_once(']') {
-            if inner.parse::<Ipv6Addr>().is_ok() {
-                return match after {
-                    "" => Some("ipv6"),
-                    a if a.starts_with(':') && !a.contains('/') => port_ok(&a[1..]).then_some("ipv6_port"),
-                    _ => Some("host_path"),
-                };
-            }
-        }
+    if let Some(rest) = value.strip_prefix('[')
+        && let Some((inner, after)) = rest.split_once(']')
+        && inner.parse::<Ipv6Addr>().is_ok()
+    {
+        return match after {
+            "" => Some("ipv6"),
+            a if a.starts_with(':') && !a.contains('/') => port_ok(&a[1..]).then_some("ipv6_port"),
+            _ => Some("host_path"),
+        };
     }
     if let Some((host, suffix)) = value.split_once('/') {
-        if suffix.chars().all(|c| c.is_ascii_digit()) && !suffix.is_empty() {
-            if let Ok(prefix) = suffix.parse::<u32>() {
-                if host.parse::<Ipv4Addr>().is_ok() || (numeric(host) && host.contains('.')) {
-                    return (host.parse::<Ipv4Addr>().is_ok() && prefix <= 32).then_some("ipv4_cidr");
-                }
-                if host.parse::<Ipv6Addr>().is_ok() {
-                    return (prefix <= 128).then_some("ipv6_cidr");
-                }
+        if suffix.chars().all(|c| c.is_ascii_digit())
+            && !suffix.is_empty()
+            && let Ok(prefix) = suffix.parse::<u32>()
+        {
+            if host.parse::<Ipv4Addr>().is_ok() || (numeric(host) && host.contains('.')) {
+                return (host.parse::<Ipv4Addr>().is_ok() && prefix <= 32).then_some("ipv4_cidr");
+            }
+            if host.parse::<Ipv6Addr>().is_ok() {
+                return (prefix <= 128).then_some("ipv6_cidr");
             }
         }
         let bare = match host.split_once(':') {

@@ -367,27 +367,27 @@ impl<'a> FileConverter<'a> {
         if revoked {
             return;
         }
-        if self.converter.options.create_observables {
-            if let Some(object_type) = observable_type(entry.form) {
-                let observable_id = observable_value_id(object_type, &entry.value);
-                let observable = ValueObservable {
-                    spec_version: proto_stix::SpecVersion,
-                    id: observable_id,
-                    value: Cow::Borrowed(&entry.value),
-                    object_marking_refs: Cow::Borrowed(&self.converter.marking_refs),
-                    x_opencti_created_by_ref: Some(self.converter.author_id()),
-                    x_opencti_score: Some(self.score),
-                    x_opencti_description: None,
-                    x_opencti_labels: Cow::Borrowed(&self.labels),
-                };
-                out(match object_type {
-                    proto_stix::ObjectType::Ipv4Addr => StixObject::Ipv4Addr(observable),
-                    proto_stix::ObjectType::Ipv6Addr => StixObject::Ipv6Addr(observable),
-                    proto_stix::ObjectType::DomainName => StixObject::DomainName(observable),
-                    _ => StixObject::Url(observable),
-                });
-                out(self.relationship("based-on", indicator_id, observable_id));
-            }
+        if self.converter.options.create_observables
+            && let Some(object_type) = observable_type(entry.form)
+        {
+            let observable_id = observable_value_id(object_type, &entry.value);
+            let observable = ValueObservable {
+                spec_version: proto_stix::SpecVersion,
+                id: observable_id,
+                value: Cow::Borrowed(&entry.value),
+                object_marking_refs: Cow::Borrowed(&self.converter.marking_refs),
+                x_opencti_created_by_ref: Some(self.converter.author_id()),
+                x_opencti_score: Some(self.score),
+                x_opencti_description: None,
+                x_opencti_labels: Cow::Borrowed(&self.labels),
+            };
+            out(match object_type {
+                proto_stix::ObjectType::Ipv4Addr => StixObject::Ipv4Addr(observable),
+                proto_stix::ObjectType::Ipv6Addr => StixObject::Ipv6Addr(observable),
+                proto_stix::ObjectType::DomainName => StixObject::DomainName(observable),
+                _ => StixObject::Url(observable),
+            });
+            out(self.relationship("based-on", indicator_id, observable_id));
         }
         if let Some(family) = &self.family {
             out(self.relationship("indicates", indicator_id, family.common.id));

@@ -63,6 +63,14 @@ pub enum Source {
 }
 
 impl Source {
+    /// The source the settings name: `MALTRAIL_DIRECTORY` when set, else GitHub.
+    pub fn from_settings(maltrail: &crate::settings::MaltrailSettings) -> Result<Self, SourceError> {
+        Ok(match &maltrail.directory {
+            Some(directory) => Self::Directory(directory::DirectorySource::new(directory)),
+            None => Self::GitHub(github::GitHubSource::new(maltrail)?),
+        })
+    }
+
     /// A short description for logs and the work's name (`github:stamparm/maltrail@master`, `dir:/data/trails`).
     pub fn describe(&self) -> String {
         match self {

@@ -33,10 +33,10 @@ impl<'a> Classified<'a> {
 
 /// Classifies a trail value (non-empty, trimmed, inline comment removed).
 pub fn classify(text: &str) -> Result<Classified<'_>, SkipReason> {
-    if let Some((scheme, rest)) = text.split_once("://") {
-        if !scheme.is_empty() {
-            return classify_url(text, rest);
-        }
+    if let Some((scheme, rest)) = text.split_once("://")
+        && !scheme.is_empty()
+    {
+        return classify_url(text, rest);
     }
     if text.starts_with('/') {
         if text.trim_start_matches('/').is_empty() {

@@ -1,7 +1,7 @@
 //! The connector's configuration for end-to-end tests: the fake platform's address and token, a connector id, and
 //! whatever else a test sets, through the same loader the binary uses.
 
-use maltrail_connector::config::{self, Config};
+use maltrail_connector::settings::Config;
 
 use super::fake_opencti::FakeOpenCti;
 
@@ -17,5 +17,5 @@ pub fn config(opencti: &FakeOpenCti, connector_id: &str, extra: &[(&str, String)
         env.retain(|(set, _)| set != name);
         env.push(((*name).to_owned(), value.clone()));
     }
-    config::load(env, None).and_then(|settings| settings.connector()).expect("a valid configuration")
+    Config::from_env(env).expect("a valid configuration")
 }

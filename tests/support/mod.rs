@@ -1,12 +1,10 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: the workspace's test kit (fakes of OpenCTI and GitHub, RabbitMQ
+//! helpers, the snapshot), and the Maltrail-specific ones.
 
 // Not every test crate uses every helper.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod connector;
-pub mod fake_github;
-pub mod fake_opencti;
-pub mod rabbit;
-pub mod snapshot;
-pub mod tls_proxy;
 pub mod trails;
+
+pub use testkit::{fake_github, fake_opencti, rabbit, snapshot, tls_proxy};

@@ -12,9 +12,9 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Response, StatusCode};
 use tokio_util::bytes::Bytes;
 
-use crate::config::Secret;
-use crate::error_chain::{error_chain, excerpt};
 use crate::source::SourceError;
+use opencti_connector::settings::Secret;
+use opencti_connector::{error_chain, excerpt};
 
 /// `Accept` of JSON answers (the client's default).
 const MEDIA_JSON: &str = "application/vnd.github+json";
@@ -263,7 +263,7 @@ impl Api {
             })
             .notify(|failure, delay| {
                 retries += 1;
-                crate::metrics::global().retry();
+                opencti_connector::metrics::global().retry();
                 log_retry(path, retries, failure, delay);
             })
             .await;

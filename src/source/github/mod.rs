@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 pub use http::RetryPolicy;
 
 use super::{FileChange, FileStream, Revision, SourceError};
-use crate::config::MaltrailConfig;
+use crate::settings::MaltrailSettings;
 use http::{Api, Get};
 
 /// Files queued between the tarball reader and the run.
@@ -47,12 +47,12 @@ struct CachedHead {
 
 impl GitHubSource {
     /// A source with the service's timeouts and retries.
-    pub fn new(config: &MaltrailConfig) -> Result<Self, SourceError> {
+    pub fn new(config: &MaltrailSettings) -> Result<Self, SourceError> {
         Self::with_retry_policy(config, RetryPolicy::default())
     }
 
     /// A source with other timeouts and retries (tests use short ones).
-    pub fn with_retry_policy(config: &MaltrailConfig, policy: RetryPolicy) -> Result<Self, SourceError> {
+    pub fn with_retry_policy(config: &MaltrailSettings, policy: RetryPolicy) -> Result<Self, SourceError> {
         let repo_path = repository_path(&config.repository)?;
         let api = Api::new(&config.api_base_url, config.api_key.as_ref(), policy)?;
         Ok(Self {
@@ -70,7 +70,7 @@ impl GitHubSource {
     /// it, so that fixing a wrong `MALTRAIL_PATH` brings a full import instead of an update from a bad sync.
     pub fn describe(&self) -> String {
         let folder = self.trails.prefix.trim_end_matches('/');
-        if folder == crate::config::DEFAULT_TRAILS_PATH {
+        if folder == crate::settings::DEFAULT_TRAILS_PATH {
             format!("github:{}@{}", self.repository, self.git_ref)
         } else {
             format!("github:{}@{}:/{folder}", self.repository, self.git_ref)
@@ -205,10 +205,10 @@ fn encode_path(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn config(repository: &str) -> MaltrailConfig {
-        MaltrailConfig {
+    fn config(repository: &str) -> MaltrailSettings {
+        MaltrailSettings {
             api_base_url: "https://api.github.com".into(),
-            api_key: Some(crate::config::Secret::new("ghp_do_not_print")),
+            api_key: Some(opencti_connector::settings::Secret::new("ghp_do_not_print")),
             repository: repository.into(),
             git_ref: "master".into(),
             path: "trails/static".into(),
@@ -221,7 +221,7 @@ mod tests {
         let source = GitHubSource::new(&config("stamparm/maltrail")).unwrap();
         assert_eq!(source.describe(), "github:stamparm/maltrail@master");
         let elsewhere =
-            GitHubSource::new(&MaltrailConfig { path: "trails/statik".into(), ..config("stamparm/maltrail") });
+            GitHubSource::new(&MaltrailSettings { path: "trails/statik".into(), ..config("stamparm/maltrail") });
         assert_eq!(elsewhere.unwrap().describe(), "github:stamparm/maltrail@master:/trails/statik");
         assert!(!format!("{source:?}").contains("ghp_do_not_print"));
         for bad in ["maltrail", "/maltrail", "a/b/c", "stamparm/"] {

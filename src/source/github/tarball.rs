@@ -16,8 +16,8 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::TrailFilter;
 use super::http::{Api, Get};
-use crate::error_chain::error_chain;
 use crate::source::{SourceError, TrailFileContent};
+use opencti_connector::error_chain;
 
 type Item = Result<TrailFileContent, SourceError>;
 
