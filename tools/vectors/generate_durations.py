@@ -28,7 +28,7 @@ The Rust test checks `parse_duration` against the first five and `pycti_period` 
 
 Usage (from the repository root):
     python3 -m venv /tmp/durations && /tmp/durations/bin/pip install -r tools/vectors/durations-requirements.txt
-    /tmp/durations/bin/python tools/vectors/generate_durations.py   # writes tests/data/pydantic_duration_vectors.json
+    /tmp/durations/bin/python tools/vectors/generate_durations.py   # writes opencti-connector/tests/data/pydantic_duration_vectors.json
 """
 
 import datetime
@@ -40,7 +40,7 @@ from pydantic import TypeAdapter, ValidationError
 
 ADAPTER = TypeAdapter(datetime.timedelta)
 
-OUTPUT = pathlib.Path(__file__).resolve().parents[2] / "tests" / "data" / "pydantic_duration_vectors.json"
+OUTPUT = pathlib.Path(__file__).resolve().parents[2] / "opencti-connector" / "tests" / "data" / "pydantic_duration_vectors.json"
 
 # get_config_variable's rewrites (pycti's TRUTHY and FALSY lists): such a value reaches pydantic as a bool.
 TRUTHY = ["yes", "true", "True"]
