@@ -1,71 +1,39 @@
-//! The Maltrail connector's run, on the runtime: plan what changed, open the work, send each trail file's bundle,
-//! then, once RabbitMQ confirmed every message, advance the state and close the work. A run that fails or is
-//! interrupted leaves the state where it was, so the next run redoes the unfinished part.
+//! The Maltrail connector on the runtime, in its two halves.
+//!
+//! **A run** (the leader: the one replica holding the leadership): plan what changed, open the work, record the run
+//! in the state (so that a leader taking over carries it on), publish one job per group of files (a full import) or
+//! per changed file (an update), each after announcing its expectations; wait until every job is done; then advance
+//! the state and close the work. A parked job ends the run in error, naming its file; the state stays where it was.
+//!
+//! **A job** (a worker: any replica, the leader's own process included in the `all` role): lay each file's bundle
+//! out into the sender, wait for RabbitMQ's confirms, report what was sent.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use opencti_connector::jobs::Tally;
 use opencti_connector::metrics::Counter;
-use opencti_connector::send::{Expectations, SendCounts, SendError, Sender};
-use opencti_connector::{BoxError, Job, RunContext, RunOutcome, StateDocument, Work};
+use opencti_connector::settings::SplitMode;
+use opencti_connector::{
+    BoxError, Job, JobRun, JobRunError, RunContext, RunOutcome, StateDocument, WorkContext, Worker,
+};
 use proto_stix::Timestamp;
 
-use crate::convert::{Converter, Times, file_trails};
-use crate::pipeline::{FileSend, Laid, send_file};
-use crate::plan::{IncrementalPlan, Plan, plan};
+use crate::convert::{ConvertOptions, Converter, Times};
+use crate::job::{Content, JobError, JobFile, JobMessage, JobReport, expectations, lay_out};
+use crate::plan::{Plan, plan};
 use crate::settings::SLUG;
 use crate::source::{Revision, Source, SourceError};
-use crate::state::SyncState;
-use crate::stats::Stats;
-use crate::trails::parse_file;
+use crate::state::{RunRecord, SyncState};
 
 /// Skipped lines reported on a work as errors, at most (the summary counts them all).
 const REPORTED_SKIPS: usize = 20;
+/// A full import's files are grouped into jobs of about this many bytes...
+const JOB_BYTES: usize = 1 << 20;
+/// ...or this many files.
+const JOB_FILES: usize = 100;
 /// How often a long run logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
-
-/// Why a run stopped before the end.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("reading the trails failed: {0}")]
-    Source(#[from] SourceError),
-    #[error(transparent)]
-    Send(#[from] SendError),
-    #[error("stopped by shutdown before the end of the run")]
-    Interrupted,
-    /// A revision without a single trail file is a wrong `MALTRAIL_PATH` or directory far more often than an empty
-    /// Maltrail: recording it as synced would skip every file once the setting is fixed.
-    #[error("{origin} holds no trail file at {revision}: check MALTRAIL_PATH (or MALTRAIL_DIRECTORY)")]
-    NoTrailFiles { origin: String, revision: String },
-}
-
-/// What a run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunSummary {
-    /// Trail files read (changed files, for an incremental run).
-    pub files: u64,
-    /// What the files held, skipped lines included.
-    pub stats: Stats,
-    /// What was laid out.
-    pub laid: Laid,
-    /// What was sent.
-    pub sent: SendCounts,
-}
-
-impl RunSummary {
-    /// One line for the work's message and the logs.
-    pub fn describe(&self) -> String {
-        format!(
-            "{} files, {} trails sent, {} revoked, {} relationships revoked, {} lines skipped, {} messages",
-            self.files,
-            self.laid.trails_sent,
-            self.laid.trails_revoked,
-            self.laid.relations_revoked,
-            self.stats.total_skipped(),
-            self.sent.messages,
-        )
-    }
-}
 
 /// The connector's own metrics, besides the runtime's.
 struct Counters {
@@ -92,137 +60,369 @@ fn counters() -> &'static Counters {
     })
 }
 
-/// The Maltrail connector: a source of trails and a converter to STIX.
+/// Why a run stopped before the end.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("reading the trails failed: {0}")]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    Job(String),
+    #[error(transparent)]
+    Jobs(#[from] JobRunError),
+    #[error("stopped by shutdown before the end of the run")]
+    Interrupted,
+    /// A revision without a single trail file is a wrong `MALTRAIL_PATH` or directory far more often than an empty
+    /// Maltrail: recording it as synced would skip every file once the setting is fixed.
+    #[error("{origin} holds no trail file at {revision}: check MALTRAIL_PATH (or MALTRAIL_DIRECTORY)")]
+    NoTrailFiles { origin: String, revision: String },
+    #[error("{} job(s) failed {} times and were parked: {}", .0.len(), opencti_connector::jobs::MAX_DELIVERIES, .0.join("; "))]
+    Parked(Vec<String>),
+}
+
+impl From<JobError> for RunError {
+    fn from(error: JobError) -> Self {
+        match error {
+            JobError::Interrupted => Self::Interrupted,
+            other => Self::Job(other.to_string()),
+        }
+    }
+}
+
+/// The Maltrail connector: a source of trails, the conversion, and how jobs are cut.
 #[derive(Debug)]
 pub struct MaltrailConnector {
     source: Source,
-    converter: Converter,
+    convert: ConvertOptions,
+    job_inline_bytes: usize,
 }
 
 impl MaltrailConnector {
-    pub fn new(source: Source, converter: Converter) -> Self {
+    pub fn new(source: Source, convert: ConvertOptions, job_inline_bytes: usize) -> Self {
         // Registered at start, so that /metrics lists them before the first run.
         counters();
-        Self { source, converter }
+        Self { source, convert, job_inline_bytes }
     }
 
     /// The state after a run that synced `head`.
-    fn synced(&self, state: &SyncState, head: &Revision, now: Timestamp) -> StateDocument {
+    fn synced(&self, state: &SyncState, head: &str, now: Timestamp) -> StateDocument {
         let mut state = state.clone();
-        state.last_commit = Some(head.id.clone());
+        state.last_commit = Some(head.to_owned());
         state.last_run = Some(now.to_seconds_string());
         state.source = Some(self.source.describe());
+        state.run = None;
         state.to_document()
     }
 
-    /// Sends what the plan says, each file's bundle in turn; returns once every message is confirmed.
-    async fn send(&self, sender: &mut Sender, plan: &Plan, run: &RunContext<'_>) -> Result<RunSummary, RunError> {
-        let now = run.started();
-        let mut summary = match plan {
-            Plan::Full { head } => self.full_import(sender, head, now, run).await?,
-            Plan::Update { head, plan, .. } => self.incremental(sender, plan, head, now, run).await?,
-            Plan::UpToDate { .. } => RunSummary::default(),
-        };
-        sender.confirm_all().await?;
-        summary.sent = sender.counts();
-        Ok(summary)
-    }
-
-    /// Every trail file of `head`, each as one bundle. `valid_from` is the run's time: when a trail entered Maltrail
-    /// is not known from one snapshot.
-    async fn full_import(
-        &self,
-        sender: &mut Sender,
-        head: &Revision,
-        now: Timestamp,
-        run: &RunContext<'_>,
-    ) -> Result<RunSummary, RunError> {
-        let times = Times { valid_from: now, now };
-        let mut summary = RunSummary::default();
-        let total = match self.source.file_count(head).await {
-            Ok(total) => Some(total),
-            Err(error) => {
-                tracing::warn!(%error, "cannot count the trail files: progress without a total");
-                None
-            }
-        };
-        let mut progress = Progress::new(total);
-        let mut files = self.source.files(head);
-        while let Some(item) = files.recv().await {
-            if run.shutdown().is_triggered() {
-                return Err(RunError::Interrupted);
-            }
-            let content = item?;
-            let Some(file) = parse_file(&content.path, &content.content) else {
-                tracing::debug!(file = %content.path, "not a trail file of a known category");
-                continue;
-            };
-            file.log_skipped();
-            summary.files += 1;
-            summary.stats.count_file(&file);
-            if !self.converter.wants(file.category) {
-                continue;
-            }
-            let trails = file_trails(&file);
-            send_file(sender, &self.converter, &FileSend::all(&file, &trails), times, &mut summary.laid).await?;
-            progress.report(&summary, sender.counts().messages);
+    /// The run recorded in the state, when it is one this connector can carry on.
+    fn run_in_flight(&self, state: &SyncState) -> Option<RunRecord> {
+        let record = state.run.clone()?;
+        if record.source != self.source.describe() {
+            tracing::warn!(recorded = %record.source, "the run in flight read another source: starting over");
+            return None;
         }
-        if summary.files == 0 {
-            return Err(RunError::NoTrailFiles { origin: self.source.describe(), revision: head.id.clone() });
-        }
-        Ok(summary)
-    }
-
-    /// What changed between the synced revision and `head`: added trails (with the head commit's date as
-    /// `valid_from`), removed trails revoked, `indicates` revoked where a trail left a family.
-    async fn incremental(
-        &self,
-        sender: &mut Sender,
-        plan: &IncrementalPlan,
-        head: &Revision,
-        now: Timestamp,
-        run: &RunContext<'_>,
-    ) -> Result<RunSummary, RunError> {
-        let times = Times { valid_from: head.date.unwrap_or(now), now };
-        let mut summary = RunSummary::default();
-        for file_plan in &plan.files {
-            if run.shutdown().is_triggered() {
-                return Err(RunError::Interrupted);
-            }
-            summary.files += 1;
-            if let Some(new) = &file_plan.new {
-                summary.stats.count_file(new);
-            }
-            let new_trails = file_plan.new.as_ref().map(file_trails).unwrap_or_default();
-            let old_trails = file_plan.old.as_ref().map(file_trails).unwrap_or_default();
-            let Some(send) = file_plan.send(&new_trails, &old_trails) else { continue };
-            send_file(sender, &self.converter, &send, times, &mut summary.laid).await?;
-        }
-        Ok(summary)
+        Some(record)
     }
 
     /// Reports a few skipped lines on the work, so that they show in the platform's view of the run.
-    async fn report_skipped(&self, work: &Work, summary: &RunSummary) {
-        let examples: Vec<_> = summary
-            .stats
-            .skip_examples
-            .iter()
-            .flat_map(|(reason, examples)| examples.iter().map(move |e| (reason, e)))
-            .take(REPORTED_SKIPS)
-            .collect();
-        if examples.is_empty() {
+    async fn report_skipped(&self, work: &opencti_connector::Work, report: &JobReport) {
+        let notes: Vec<_> = report.skip_notes.iter().take(REPORTED_SKIPS).collect();
+        if notes.is_empty() {
             return;
         }
-        if let Err(error) = work.add_expectations(examples.len() as u64).await {
+        if let Err(error) = work.add_expectations(notes.len() as u64).await {
             tracing::warn!(%error, "cannot report skipped lines on the work");
             return;
         }
-        for (reason, example) in examples {
-            let error = format!("trail line skipped ({reason}): {}", example.text);
-            if let Err(error) = work.report_error(&error, &format!("{}:{}", example.file, example.line)).await {
+        for note in notes {
+            let error = format!("trail line skipped ({}): {}", note.reason, note.text);
+            if let Err(error) = work.report_error(&error, &format!("{}:{}", note.file, note.line)).await {
                 tracing::warn!(%error, "cannot report a skipped line on the work");
             }
         }
+    }
+}
+
+/// The jobs of one run, as its leader cuts, counts and publishes them.
+struct Publishing<'a, 'r> {
+    connector: &'a MaltrailConnector,
+    run: &'a RunContext<'r>,
+    jobs: &'a mut JobRun,
+    record: RunRecord,
+    state: SyncState,
+    times: Times,
+    /// The record of the run read from the state (a leader taking over): jobs below `published` are out, the one at
+    /// it is published again without announcing its expectations.
+    resumed: Option<u64>,
+    next: u64,
+    /// Whether the platform's state was reset during the run (then nothing more is recorded).
+    reset: bool,
+}
+
+impl Publishing<'_, '_> {
+    /// Saves the run's progress in the state (one ping).
+    async fn record(&mut self) {
+        if self.reset {
+            return;
+        }
+        let mut state = self.state.clone();
+        state.run = Some(self.record.clone());
+        if !self.run.commit_state(state.to_document()).await {
+            tracing::warn!("the connector state was reset during the run: its progress is no longer recorded");
+            self.reset = true;
+        }
+    }
+
+    /// Publishes the next job, holding `files`, unless it went out before a takeover.
+    async fn job(&mut self, files: Vec<JobFile>) -> Result<(), RunError> {
+        let id = self.next;
+        self.next += 1;
+        let published = self.resumed.unwrap_or(0);
+        if id < published {
+            return Ok(());
+        }
+        let label = JobMessage::label(&files);
+        let connector = self.connector;
+        let split = self.run.runtime().split_settings();
+        let again = self.resumed == Some(id);
+        let count = if again {
+            0
+        } else {
+            // The intent first: a leader dying after announcing this job's expectations and before the next record
+            // leaves a successor that publishes it again without announcing them twice.
+            self.record.published = id;
+            self.record().await;
+            expectations(&connector.convert, split, &files, self.times, &connector.source).await?
+        };
+        let message =
+            JobMessage { convert: connector.convert.clone(), split, times: self.times, expectations: count, files };
+        let payload = serde_json::to_vec(&message).map_err(|e| RunError::Job(format!("cannot encode a job: {e}")))?;
+        if again {
+            tracing::info!(job = id, label, "publishing again the job a previous leader may have published");
+            self.jobs.publish(id, &label, payload).await?;
+        } else {
+            self.jobs.submit(id, &label, count, payload).await?;
+        }
+        Ok(())
+    }
+
+    /// Every job is out: records their number.
+    async fn finish(&mut self) -> u64 {
+        self.record.published = self.next;
+        self.record.jobs = Some(self.next);
+        self.record().await;
+        self.next
+    }
+}
+
+impl MaltrailConnector {
+    /// Cuts the run into jobs and publishes them. Returns the number of jobs.
+    async fn publish_jobs(&self, publishing: &mut Publishing<'_, '_>, plan: &Plan) -> Result<u64, RunError> {
+        match plan {
+            Plan::UpToDate { .. } => {}
+            Plan::Full { head } => {
+                let mut files = self.source.files(head);
+                let (mut group, mut bytes, mut seen) = (Vec::new(), 0, 0u64);
+                while let Some(item) = files.recv().await {
+                    if publishing.run.shutdown().is_triggered() {
+                        return Err(RunError::Interrupted);
+                    }
+                    let file = item?;
+                    if crate::trails::Category::of_path(&file.path).is_none() {
+                        continue;
+                    }
+                    seen += 1;
+                    bytes += file.content.len();
+                    group.push(JobFile::Whole {
+                        path: file.path,
+                        content: Content::of(file.content, self.job_inline_bytes),
+                    });
+                    if bytes >= JOB_BYTES || group.len() >= JOB_FILES {
+                        publishing.job(std::mem::take(&mut group)).await?;
+                        bytes = 0;
+                    }
+                }
+                if !group.is_empty() {
+                    publishing.job(group).await?;
+                }
+                if seen == 0 {
+                    return Err(RunError::NoTrailFiles { origin: self.source.describe(), revision: head.id.clone() });
+                }
+            }
+            Plan::Update { plan, .. } => {
+                for file in &plan.files {
+                    if publishing.run.shutdown().is_triggered() {
+                        return Err(RunError::Interrupted);
+                    }
+                    publishing.job(vec![JobFile::of_plan(file, self.job_inline_bytes)]).await?;
+                }
+            }
+        }
+        Ok(publishing.finish().await)
+    }
+
+    /// The plan of a run the state records (a leader carrying it on): the same source and revisions give the same
+    /// jobs.
+    async fn replan(&self, record: &RunRecord) -> Result<Plan, RunError> {
+        let head = Revision {
+            id: record.target.clone(),
+            date: record.target_date.as_deref().and_then(|t| Timestamp::parse_rfc3339(t).ok()),
+        };
+        let converter = Converter::new(self.convert.clone());
+        Ok(match &record.base {
+            None => Plan::Full { head },
+            Some(base) => {
+                let changes = self.source.changes(base, &head).await?;
+                let plan = crate::plan::plan_incremental(&self.source, &head, changes, &converter).await?;
+                Plan::Update { base: base.clone(), head, plan }
+            }
+        })
+    }
+
+    /// Waits until every job is done or parked, logging progress.
+    async fn wait_for_jobs<'t>(
+        &self,
+        jobs: &'t mut JobRun,
+        total: u64,
+        run: &RunContext<'_>,
+    ) -> Result<&'t Tally, RunError> {
+        let started = Instant::now();
+        let mut last = Instant::now();
+        let tally = jobs
+            .wait(total, run.shutdown(), |tally| {
+                if last.elapsed() >= PROGRESS_EVERY {
+                    last = Instant::now();
+                    let messages: u64 = tally.done.values().filter_map(|r| r["messages"].as_u64()).sum();
+                    let rate = messages as f64 / started.elapsed().as_secs_f64().max(0.001);
+                    tracing::info!(
+                        jobs_done = tally.done.len(),
+                        jobs = total,
+                        messages,
+                        messages_per_second = rate.round() as u64,
+                        "progress"
+                    );
+                }
+            })
+            .await
+            .map_err(|error| match error {
+                JobRunError::Interrupted => RunError::Interrupted,
+                other => other.into(),
+            })?;
+        Ok(tally)
+    }
+
+    /// The run, once its work and record exist: publishes what is not out yet, waits, then closes.
+    async fn carry(
+        &self,
+        run: &RunContext<'_>,
+        state: SyncState,
+        record: RunRecord,
+        plan: Option<Plan>,
+        resumed: Option<u64>,
+    ) -> Result<RunOutcome, BoxError> {
+        let runtime = run.runtime();
+        let work = runtime.work_of(&record.work_id);
+        run.label(Some(work.id()), Some(&record.target));
+        let mut jobs = run.job_run(&record.id, &work).await?;
+        let started = Timestamp::parse_rfc3339(&record.started).unwrap_or_else(|_| run.started());
+        let head_date = record.target_date.as_deref().and_then(|t| Timestamp::parse_rfc3339(t).ok());
+        let times = match &record.base {
+            None => Times { valid_from: started, now: started },
+            Some(_) => Times { valid_from: head_date.unwrap_or(started), now: started },
+        };
+        let total = match record.jobs {
+            Some(total) => total,
+            None => {
+                let plan = match plan {
+                    Some(plan) => plan,
+                    None => self.replan(&record).await?,
+                };
+                let mut publishing = Publishing {
+                    connector: self,
+                    run,
+                    jobs: &mut jobs,
+                    record: record.clone(),
+                    state: state.clone(),
+                    times,
+                    resumed,
+                    next: 0,
+                    reset: false,
+                };
+                match self.publish_jobs(&mut publishing, &plan).await {
+                    Ok(total) => total,
+                    Err(RunError::Interrupted) => {
+                        jobs.abandon().await;
+                        return Ok(RunOutcome::Interrupted);
+                    }
+                    Err(error) => {
+                        jobs.abandon().await;
+                        runtime.work_for_ending(&work).finish(&format!("failed: {error}"), true).await;
+                        self.drop_record(run, &state).await;
+                        return Err(error.into());
+                    }
+                }
+            }
+        };
+        tracing::info!(jobs = total, "every job is out: waiting for them to be done");
+        let tally = match self.wait_for_jobs(&mut jobs, total, run).await {
+            Ok(tally) => tally.clone(),
+            Err(RunError::Interrupted) => {
+                // The run stays recorded: the next leader (or this process, restarted) carries it on.
+                jobs.abandon().await;
+                return Ok(RunOutcome::Interrupted);
+            }
+            Err(error) => {
+                jobs.abandon().await;
+                return Err(error.into());
+            }
+        };
+        jobs.close().await;
+        let mut report = JobReport::default();
+        for done in tally.done.values() {
+            if let Ok(job) = serde_json::from_value::<JobReport>(done.clone()) {
+                report.merge(&job);
+            }
+        }
+        let counters = counters();
+        counters.trails_sent.inc_by(report.trails_sent);
+        counters.trails_revoked.inc_by(report.trails_revoked);
+        counters.lines_skipped.inc_by(report.skipped);
+        counters.messages_published.inc_by(report.messages);
+        let work = runtime.work_for_ending(&work);
+        self.report_skipped(&work, &report).await;
+        let summary = format!(
+            "{} jobs, {} files, {} trails sent, {} revoked, {} relationships revoked, {} lines skipped, {} messages{}",
+            total,
+            report.files,
+            report.trails_sent,
+            report.trails_revoked,
+            report.relations_revoked,
+            report.skipped,
+            report.messages,
+            if tally.repeated > 0 { format!(" ({} jobs done twice)", tally.repeated) } else { String::new() },
+        );
+        if !tally.parked.is_empty() {
+            let parked: Vec<String> =
+                tally.parked.values().map(|(label, reason)| format!("{label}: {reason}")).collect();
+            let error = RunError::Parked(parked);
+            work.finish(&format!("{summary}; {error}"), true).await;
+            self.drop_record(run, &state).await;
+            return Err(error.into());
+        }
+        let advanced = run.commit_state(self.synced(&state, &record.target, started)).await;
+        let mut message = summary;
+        if !advanced {
+            message.push_str(" (state reset during the run: the next run starts over)");
+        }
+        work.finish(&message, false).await;
+        tracing::info!(summary = %message, "run done");
+        Ok(RunOutcome::Success)
+    }
+
+    /// Forgets the run in flight (it failed): the next run plans again from the synced revision.
+    async fn drop_record(&self, run: &RunContext<'_>, state: &SyncState) {
+        let mut state = state.clone();
+        state.run = None;
+        run.commit_state(state.to_document()).await;
     }
 }
 
@@ -230,57 +430,44 @@ impl Job for MaltrailConnector {
     async fn run(&self, run: &RunContext<'_>) -> Result<RunOutcome, BoxError> {
         let runtime = run.runtime();
         let state = SyncState::from_document(run.state());
+        if let Some(record) = self.run_in_flight(&state) {
+            tracing::info!(run = %record.id, work_id = %record.work_id, published = record.published, jobs = ?record.jobs, "carrying on the run in flight");
+            let resumed = Some(record.published);
+            return self.carry(run, state, record, None, resumed).await;
+        }
         // Planning may wait out a GitHub rate limit: shutdown interrupts it at once.
+        let converter = Converter::new(self.convert.clone());
         let plan = tokio::select! {
-            plan = plan(&self.source, &state, &self.converter) => plan.map_err(|error| -> BoxError {
+            plan = plan(&self.source, &state, &converter) => plan.map_err(|error| -> BoxError {
                 format!("cannot plan the run: {error}").into()
             })?,
             () = run.shutdown().triggered() => return Ok(RunOutcome::Interrupted),
         };
         run.label(None, Some(&plan.head().id));
         if let Plan::UpToDate { head } = &plan {
-            run.commit_state(self.synced(&state, head, run.started())).await;
+            run.commit_state(self.synced(&state, &head.id, run.started())).await;
             return Ok(RunOutcome::UpToDate);
         }
         if run.shutdown().is_triggered() {
             return Ok(RunOutcome::Interrupted);
         }
         let work = runtime.open_work(&plan.work_name(&self.source.describe())).await?;
-        run.label(Some(work.id()), None);
-        let Some(mut sender) = runtime.sender(&work, Expectations::Announce(work.clone())).await? else {
-            runtime.work_for_ending(&work).finish("interrupted by shutdown: the next run redoes it", true).await;
-            return Ok(RunOutcome::Interrupted);
+        let head = plan.head();
+        let record = RunRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            work_id: work.id().to_owned(),
+            source: self.source.describe(),
+            base: match &plan {
+                Plan::Update { base, .. } => Some(base.clone()),
+                _ => None,
+            },
+            target: head.id.clone(),
+            target_date: head.date.map(|date| date.to_string()),
+            started: run.started().to_string(),
+            published: 0,
+            jobs: None,
         };
-        match self.send(&mut sender, &plan, run).await {
-            Ok(summary) => {
-                opencti_connector::close(sender).await;
-                let counters = counters();
-                counters.trails_sent.inc_by(summary.laid.trails_sent);
-                counters.trails_revoked.inc_by(summary.laid.trails_revoked);
-                counters.lines_skipped.inc_by(summary.stats.total_skipped());
-                counters.messages_published.inc_by(summary.sent.messages);
-                let work = runtime.work_for_ending(&work);
-                self.report_skipped(&work, &summary).await;
-                let advanced = run.commit_state(self.synced(&state, plan.head(), run.started())).await;
-                let mut message = summary.describe();
-                if !advanced {
-                    message.push_str(" (state reset during the run: the next run starts over)");
-                }
-                work.finish(&message, false).await;
-                tracing::info!(summary = %message, "run done");
-                Ok(RunOutcome::Success)
-            }
-            Err(RunError::Interrupted) => {
-                opencti_connector::drain_and_close(sender).await;
-                runtime.work_for_ending(&work).finish("interrupted by shutdown: the next run redoes it", true).await;
-                Ok(RunOutcome::Interrupted)
-            }
-            Err(error) => {
-                opencti_connector::close(sender).await;
-                runtime.work_for_ending(&work).finish(&format!("failed: {error}"), true).await;
-                Err(error.into())
-            }
-        }
+        self.carry(run, state, record, Some(plan), None).await
     }
 
     fn last_run(&self, state: &StateDocument) -> Option<Timestamp> {
@@ -288,45 +475,48 @@ impl Job for MaltrailConnector {
     }
 }
 
-/// Progress lines of a long run: files done out of the total, messages per second, time left.
-struct Progress {
-    total: Option<usize>,
-    started: Instant,
-    last: Instant,
-}
-
-impl Progress {
-    fn new(total: Option<usize>) -> Self {
-        let now = Instant::now();
-        Self { total, started: now, last: now }
-    }
-
-    fn report(&mut self, summary: &RunSummary, messages: u64) {
-        if self.last.elapsed() < PROGRESS_EVERY {
-            return;
+impl Worker for MaltrailConnector {
+    async fn work(
+        &self,
+        job: &opencti_connector::jobs::Job,
+        context: &WorkContext<'_>,
+    ) -> Result<serde_json::Value, BoxError> {
+        let message: JobMessage = serde_json::from_slice(&job.payload)?;
+        let converter = Converter::new(message.convert.clone());
+        let Some(mut sender) = context.sender(message.split).await? else {
+            return Err("interrupted by shutdown".into());
+        };
+        let shutdown = context.runtime().shutdown().clone();
+        let laid =
+            lay_out(&mut sender, &converter, &message.files, message.times, &self.source, || shutdown.is_triggered())
+                .await;
+        let report = match laid {
+            Ok(report) => report,
+            Err(error) => {
+                opencti_connector::close(sender).await;
+                return Err(error.into());
+            }
+        };
+        if let Err(error) = sender.confirm_all().await {
+            opencti_connector::close(sender).await;
+            return Err(error.into());
         }
-        self.last = Instant::now();
-        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = messages as f64 / elapsed;
-        let eta_seconds = self
-            .total
-            .filter(|total| summary.files > 0 && (summary.files as usize) < *total)
-            .map(|total| (elapsed / summary.files as f64 * (total as f64 - summary.files as f64)).round() as u64);
-        tracing::info!(
-            files = summary.files,
-            total_files = self.total,
-            trails = summary.laid.trails_sent,
-            messages,
-            messages_per_second = rate.round() as u64,
-            eta_seconds,
-            "progress"
-        );
+        opencti_connector::close(sender).await;
+        if report.expectations != message.expectations && message.split.mode == SplitMode::Client {
+            tracing::error!(
+                announced = message.expectations,
+                sent = report.expectations,
+                "the job sent another number of messages than its leader announced: the work may not complete \
+                 (are the leader and the workers of different versions?)"
+            );
+        }
+        Ok(serde_json::to_value(&report)?)
     }
 }
 
-/// Runs the connector until shutdown (or after one run with run-and-terminate): registers, then imports on
-/// schedule. An authentication error or a failed run-and-terminate run ends it with an error; shutdown while the
-/// platform is still unreachable ends it cleanly.
+/// Runs the connector until shutdown (or after one run with run-and-terminate), in the role the settings give.
+/// An authentication error or a failed run-and-terminate run ends it with an error; shutdown while the platform is
+/// still unreachable ends it cleanly.
 pub async fn serve(
     config: crate::settings::Config,
     shutdown: opencti_connector::Shutdown,
@@ -341,12 +531,12 @@ pub async fn serve(
         &connector_settings.metrics_subsystem,
     );
     let source = Source::from_settings(&config.maltrail).context("cannot set up the source")?;
-    let connector = MaltrailConnector::new(source, Converter::new(config.convert));
+    let connector = Arc::new(MaltrailConnector::new(source, config.convert, config.maltrail.job_inline_bytes));
     let about = opencti_connector::About { slug: SLUG, version: env!("CARGO_PKG_VERSION") };
     let Some(runtime) = opencti_connector::Runtime::start_with(config.platform, about, shutdown, timings).await? else {
         return Ok(());
     };
-    let result = runtime.run_scheduled(&connector).await;
+    let result = runtime.serve(connector).await;
     runtime.stop().await;
     Ok(result?)
 }

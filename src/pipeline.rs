@@ -54,7 +54,7 @@ impl Laid {
         }
     }
 
-    pub fn total_objects(&self) -> u64 {
+    pub(crate) fn total_objects(&self) -> u64 {
         self.objects.values().sum()
     }
 

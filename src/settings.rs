@@ -16,9 +16,9 @@ use crate::convert::{ConvertOptions, Scores};
 use crate::trails::Category;
 
 /// The catalog slug, also the prefix of the connector's metrics.
-pub const SLUG: &str = "maltrail";
+pub(crate) const SLUG: &str = "maltrail";
 /// Where Maltrail keeps its static trails (`MALTRAIL_PATH`'s default).
-pub const DEFAULT_TRAILS_PATH: &str = "trails/static";
+pub(crate) const DEFAULT_TRAILS_PATH: &str = "trails/static";
 /// Every section this connector reads, for the environment and `config.yml`.
 pub const SECTIONS: [&str; 4] = [PLATFORM_SECTIONS[0], PLATFORM_SECTIONS[1], PLATFORM_SECTIONS[2], "maltrail"];
 
@@ -42,12 +42,14 @@ pub struct MaltrailSettings {
     pub path: String,
     /// Read the trails folder of a local checkout instead of GitHub.
     pub directory: Option<PathBuf>,
+    /// A file larger than this travels to the worker as its git blob id, not in the job.
+    pub job_inline_bytes: usize,
 }
 
 impl MaltrailSettings {
     /// Where the repository's files are browsed: `https://github.com` for `https://api.github.com`, `https://host`
     /// for GitHub Enterprise's `https://host/api/v3`, else the API base itself (a test server).
-    pub fn web_url(&self) -> String {
+    pub(crate) fn web_url(&self) -> String {
         let base = self.api_base_url.as_str();
         if let Some((scheme, host)) = base.split_once("://")
             && host.eq_ignore_ascii_case("api.github.com")
@@ -59,7 +61,7 @@ impl MaltrailSettings {
 
     /// Where a trail file is browsed, for the indicators' external references:
     /// `{web_url}/{repository}/blob/{git_ref}/{path}`.
-    pub fn file_link_base(&self) -> String {
+    pub(crate) fn file_link_base(&self) -> String {
         let mut link = format!("{}/{}/blob/{}", self.web_url(), self.repository, self.git_ref);
         if !self.path.is_empty() {
             link.push('/');
@@ -238,6 +240,13 @@ const DIRECTORY: Setting<TrailsFolder> = Setting::new(
     "Read this local trails folder (a checkout's `trails/static`) instead of GitHub.",
     Fallback::None,
 );
+const JOB_INLINE_BYTES: Setting<Count<1024, { 64 * 1024 * 1024 }>> = Setting::new(
+    "MALTRAIL_JOB_INLINE_BYTES",
+    "A trail file larger than this travels to the worker as its git blob's id, which the worker fetches from GitHub, \
+     instead of in the job (RabbitMQ 4 refuses messages over 16 MiB by default).",
+    Fallback::Value(|| Count(4 * 1024 * 1024)),
+)
+.noun("a number of bytes");
 const CATEGORIES: Setting<Categories> = Setting::new(
     "MALTRAIL_CATEGORIES",
     "Categories to import: `malware`, `malicious`, `suspicious`, `mass_scanner`.",
@@ -287,6 +296,7 @@ impl MaltrailSettings {
             git_ref: vars.get(&REF)?.0,
             path: vars.get(&PATH)?.0.display().to_string().trim_matches('/').to_owned(),
             directory: vars.optional(&DIRECTORY)?.map(|folder| folder.0),
+            job_inline_bytes: vars.get(&JOB_INLINE_BYTES)?.as_usize(),
         })
     }
 
@@ -301,6 +311,7 @@ impl MaltrailSettings {
                 REF.doc(),
                 PATH.doc(),
                 DIRECTORY.doc(),
+                JOB_INLINE_BYTES.doc(),
                 CATEGORIES.doc(),
                 CREATE_OBSERVABLES.doc(),
                 SCORE_MALWARE.doc(),

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 /// `{"last_commit": ..., "last_run": ..., "source": ...}` plus whatever else the document held.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SyncState {
+pub(crate) struct SyncState {
     /// The revision (commit sha, or directory digest) whose trails are all in the platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_commit: Option<String>,
@@ -19,14 +19,42 @@ pub struct SyncState {
     /// The source the revision belongs to (`github:stamparm/maltrail@master`): another source means a full import.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The run in flight, for a leader that takes over to carry it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunRecord>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+/// A run in flight, as much as a new leader needs to carry it on instead of starting over: its work, where it goes
+/// from and to, its time, and how far its jobs went out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub work_id: String,
+    /// The source it reads (`github:owner/name@ref`): another source drops the record.
+    pub source: String,
+    /// The synced revision it starts from; `None` for a full import.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The revision it syncs to.
+    pub target: String,
+    /// The target's date (`valid_from` of the trails an update adds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_date: Option<String>,
+    /// When the run started (`valid_from` of a full import, `modified` of everything).
+    pub started: String,
+    /// Jobs published so far: jobs below it are out; the one at it may have had its expectations announced.
+    pub published: u64,
+    /// The number of jobs, once every one is out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<u64>,
 }
 
 impl SyncState {
     /// Reads the state document; a field of the wrong type (a hand-edited state) is reported and the state taken
     /// as empty, so that the next run imports in full rather than not at all.
-    pub fn from_document(document: &StateDocument) -> Self {
+    pub(crate) fn from_document(document: &StateDocument) -> Self {
         match serde_json::from_value(Value::Object(document.clone())) {
             Ok(state) => state,
             Err(error) => {
@@ -36,7 +64,7 @@ impl SyncState {
         }
     }
 
-    pub fn to_document(&self) -> StateDocument {
+    pub(crate) fn to_document(&self) -> StateDocument {
         match serde_json::to_value(self) {
             Ok(Value::Object(document)) => document,
             // A struct of strings and JSON values always serializes to an object.
@@ -45,7 +73,7 @@ impl SyncState {
     }
 
     /// The revision to compare with, when this state was written for `source`.
-    pub fn synced_revision(&self, source: &str) -> Option<&str> {
+    pub(crate) fn synced_revision(&self, source: &str) -> Option<&str> {
         match (&self.last_commit, &self.source) {
             (Some(commit), Some(recorded)) if recorded == source => Some(commit),
             // A state written without a source (by hand, or an older version) is trusted as it is.
@@ -55,7 +83,7 @@ impl SyncState {
     }
 
     /// When the last run that did its job ended.
-    pub fn last_run_time(&self) -> Option<Timestamp> {
+    pub(crate) fn last_run_time(&self) -> Option<Timestamp> {
         Timestamp::parse_rfc3339(self.last_run.as_deref()?).ok()
     }
 }

@@ -29,7 +29,7 @@ pub struct Stats {
 
 impl Stats {
     /// Counts a parsed file's entries and skipped lines.
-    pub fn count_file(&mut self, file: &TrailFile) {
+    pub(crate) fn count_file(&mut self, file: &TrailFile) {
         self.files += 1;
         for entry in &file.entries {
             *self.trails.entry((file.category, entry.form)).or_default() += 1;
@@ -58,19 +58,19 @@ impl Stats {
         }
     }
 
-    pub fn total_trails(&self) -> u64 {
+    pub(crate) fn total_trails(&self) -> u64 {
         self.trails.values().sum()
     }
 
-    pub fn total_skipped(&self) -> u64 {
+    pub(crate) fn total_skipped(&self) -> u64 {
         self.skipped.values().sum()
     }
 
-    pub fn trails_in(&self, category: Category) -> u64 {
+    pub(crate) fn trails_in(&self, category: Category) -> u64 {
         self.trails.iter().filter(|((c, _), _)| *c == category).map(|(_, n)| n).sum()
     }
 
-    pub fn trails_of(&self, form: Form) -> u64 {
+    pub(crate) fn trails_of(&self, form: Form) -> u64 {
         self.trails.iter().filter(|((_, f), _)| *f == form).map(|(_, n)| n).sum()
     }
 }

@@ -242,7 +242,7 @@ async fn a_bad_configuration_is_refused_before_any_network_access() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn b_sigterm_mid_run_then_a_restart_finishes_the_import() {
+async fn b_sigterm_mid_run_then_a_restart_carries_the_run_on() {
     let _broker = rabbit::broker_shared().await;
     // Fails with how to start RabbitMQ when it is not running.
     rabbit::close(rabbit::connect().await).await;
@@ -280,21 +280,25 @@ async fn b_sigterm_mid_run_then_a_restart_finishes_the_import() {
     assert!(stderr.contains("SIGTERM"), "{stderr}");
     let works = opencti.works();
     assert_eq!(works.len(), 1, "{works:?}");
-    assert!(works[0].processed && works[0].in_error, "the interrupted work is closed in error: {:?}", works[0]);
-    assert!(state(&opencti).get("last_commit").is_none(), "the state did not advance: {}", state(&opencti));
+    assert!(!works[0].processed, "the interrupted run's work stays open for the run to be carried on: {:?}", works[0]);
+    let recorded = state(&opencti);
+    assert!(recorded.get("last_commit").is_none(), "the state did not advance: {recorded}");
+    assert_eq!(recorded["run"]["work_id"], works[0].id.as_str(), "the run in flight is recorded: {recorded}");
     eprintln!("first run: SIGTERM after {} messages, exit after {:?}", collector.messages(), terminated.elapsed());
 
-    // Second run: a full import again, to the end.
+    // Second start: the same run, carried on to its end (no second work, no new plan).
     let mut second = Connector::start(&env);
     let status = second.exit(Duration::from_secs(180)).await;
     assert_eq!(status.code(), Some(0), "stderr:\n{}", second.stderr());
+    assert!(second.stderr().contains("carrying on the run in flight"), "{}", second.stderr());
     let collected = collector.finish().await;
 
     let works = opencti.works();
-    assert_eq!(works.len(), 2, "{works:?}");
-    let work = &works[1];
+    assert_eq!(works.len(), 1, "{works:?}");
+    let work = &works[0];
     assert!(work.friendly_name.as_deref().is_some_and(|n| n.starts_with("Maltrail full import")), "{work:?}");
     assert!(work.processed && !work.in_error, "{work:?}");
+    assert!(state(&opencti).get("run").is_none(), "the run is over: {}", state(&opencti));
     let announced = work.expectations - work.errors.len() as i64;
     assert!(collected.messages_by_work.get(&work.id).copied().unwrap_or(0) > 0);
     assert_eq!(collected.singles_by_work.get(&work.id).copied().unwrap_or(0) as i64, announced);

@@ -74,6 +74,7 @@ fn config(base_url: String, token: Option<&str>) -> MaltrailConfig {
         git_ref: "master".into(),
         path: TRAILS.into(),
         directory: None,
+        job_inline_bytes: 1 << 20,
     }
 }
 

@@ -27,12 +27,15 @@
 //! The Maltrail connector (the `maltrail-connector` crate beside this one) is a full example: a source (GitHub or
 //! a directory), a plan (incremental, with revocations), and its run in `connector.rs`.
 
+pub mod jobs;
+pub mod leadership;
 pub mod logging;
 pub mod metrics;
 pub mod opencti;
 mod runtime;
 mod schedule;
 pub mod send;
+mod serve;
 pub mod settings;
 mod shutdown;
 mod state;
@@ -47,6 +50,7 @@ pub use runtime::{
     drain_and_close,
 };
 pub use schedule::RetryTimings;
+pub use serve::{JobRun, JobRunError, WorkContext, Worker};
 pub use shutdown::Shutdown;
 pub use state::{StateDocument, StateView, parse_state, state_json};
 pub use work::Work;

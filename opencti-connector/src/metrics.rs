@@ -56,7 +56,7 @@ struct StateLabel {
 
 /// pycti's connector states (`state{state=…}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectorState {
+pub(crate) enum ConnectorState {
     Idle,
     Running,
     Stopped,
@@ -106,7 +106,7 @@ struct Health {
 
 /// How long the platform may stay silent before `/health` says the connector is unhealthy: long enough for a
 /// platform restart (the connector keeps retrying), short enough for an orchestrator to notice a stuck process.
-pub const HEALTH_SILENCE: Duration = Duration::from_secs(15 * 60);
+pub(crate) const HEALTH_SILENCE: Duration = Duration::from_secs(15 * 60);
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
 
@@ -202,7 +202,7 @@ impl Metrics {
     }
 
     /// The platform refused a call for a reason a retry cannot change (bad token, bad request).
-    pub fn client_error(&self) {
+    pub(crate) fn client_error(&self) {
         self.client_errors.inc();
     }
 
@@ -211,18 +211,18 @@ impl Metrics {
         self.retries.inc();
     }
 
-    pub fn set_state(&self, state: ConnectorState) {
+    pub(crate) fn set_state(&self, state: ConnectorState) {
         for each in ConnectorState::ALL {
             self.state.get_or_create(&StateLabel { state: each.label() }).set(i64::from(each == state));
         }
     }
 
-    pub fn run_started(&self) {
+    pub(crate) fn run_started(&self) {
         self.runs.inc();
         self.set_state(ConnectorState::Running);
     }
 
-    pub fn run_ended(&self, outcome: RunOutcome, duration: Duration) {
+    pub(crate) fn run_ended(&self, outcome: RunOutcome, duration: Duration) {
         self.runs_by_outcome.get_or_create(&OutcomeLabel { outcome: outcome.label() }).inc();
         self.last_run_duration.set(duration.as_secs_f64());
         match outcome {
@@ -241,8 +241,13 @@ impl Metrics {
         self.platform_answered();
     }
 
+    /// The process made progress: it reached the platform, or a worker is connected to its job queue.
+    pub fn alive(&self) {
+        self.platform_answered();
+    }
+
     /// The platform answered a call: the connector can reach it.
-    pub fn platform_answered(&self) {
+    pub(crate) fn platform_answered(&self) {
         self.health.last_contact.store(proto_stix::Timestamp::now().unix_seconds(), Ordering::Relaxed);
     }
 
@@ -253,7 +258,7 @@ impl Metrics {
         }
         let silent = proto_stix::Timestamp::now().unix_seconds() - self.health.last_contact.load(Ordering::Relaxed);
         if silent > HEALTH_SILENCE.as_secs() as i64 {
-            return Err(format!("the platform has not answered for {silent} s"));
+            return Err(format!("no sign of life for {silent} s (the platform unanswered, or the broker unreachable)"));
         }
         Ok(())
     }

@@ -71,7 +71,8 @@ pub enum RuntimeError {
     RunFailed,
 }
 
-/// A connector registered with the platform.
+/// A connector registered with the platform. Cheap to clone: the clones share the state and the shutdown.
+#[derive(Clone)]
 pub struct Runtime {
     settings: Settings,
     about: About,
@@ -165,15 +166,6 @@ impl Runtime {
             shutdown,
             timings,
         };
-        runtime.first_ping().await;
-        let pinger = ping_loop(
-            runtime.timings.ping_interval,
-            runtime.opencti.clone(),
-            runtime.connector_id(),
-            runtime.state.clone(),
-            runtime.shutdown.clone(),
-        );
-        runtime.shutdown.spawn(pinger);
         Ok(Some(runtime))
     }
 
@@ -222,10 +214,29 @@ impl Runtime {
         tracing::info!(work_id = work.id(), name, "work opened");
         Ok(work)
     }
+    /// The work `id`, opened earlier (by the leader, or by a leader that died).
+    pub fn work_of(&self, id: &str) -> Work {
+        Work::resume(&self.opencti, id.to_owned())
+    }
 
-    /// A work opened earlier, to carry on with it.
-    pub fn resume_work(&self, id: String) -> Work {
-        Work::resume(&self.opencti, id)
+    /// Reads the platform's copy of the state again (registering again, as pycti does at start), for a process that
+    /// just took the leadership: another replica may have moved the state while it waited.
+    pub(crate) async fn refresh_state(&self) {
+        let connector = &self.settings.connector;
+        let input = RegisterInput::external_import(
+            &connector.id.to_string(),
+            &connector.name,
+            &connector.scope,
+            self.about.version,
+            self.about.slug,
+        );
+        match self.opencti_now().register(&input).await {
+            Ok(registration) => {
+                self.state.adopt(parse_state(registration.connector_state.as_deref()));
+                metrics::global().alive();
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the platform's state: going on with the one held"),
+        }
     }
 
     /// The same work with brief retries once shutdown is asked for, so that ending a run cannot hold the exit.
@@ -249,6 +260,16 @@ impl Runtime {
     /// A sender for `work`'s messages: to the push queue (connected now, retrying while the broker is away) and/or
     /// the directory, per the settings. Shutdown interrupts the connection attempt.
     pub async fn sender(&self, work: &Work, expectations: Expectations) -> Result<Option<Sender>, SendError> {
+        self.sender_with(work, expectations, self.split_settings()).await
+    }
+
+    /// [`Runtime::sender`] splitting bundles as `split` says.
+    pub async fn sender_with(
+        &self,
+        work: &Work,
+        expectations: Expectations,
+        split: SplitSettings,
+    ) -> Result<Option<Sender>, SendError> {
         let queue = if self.settings.connector.send_to_queue {
             let Some(publisher) = self.publisher().await? else { return Ok(None) };
             let envelope = Envelope {
@@ -266,11 +287,11 @@ impl Runtime {
                 Err(error) => tracing::warn!(%error, "cannot apply the bundle files' retention"),
             }
         }
-        Ok(Some(Sender::new(queue, self.directory.clone(), self.split_settings())))
+        Ok(Some(Sender::new(queue, self.directory.clone(), split)))
     }
 
     /// The broker endpoint: the registration's, with the `MQ_*` overrides.
-    pub fn amqp_endpoint(&self) -> AmqpEndpoint {
+    pub(crate) fn amqp_endpoint(&self) -> AmqpEndpoint {
         let connection = &self.registration.config.connection;
         AmqpEndpoint::new(
             &connection.host,
@@ -311,6 +332,31 @@ impl Runtime {
     /// run; then pings a last time. A run is skipped while the push queue is over the threshold; a failed run is
     /// tried again after growing waits. A failed run-and-terminate run is an error (exit status 1).
     pub async fn run_scheduled<J: Job>(&self, job: &J) -> Result<(), RuntimeError> {
+        let pings = self.start_pinging().await;
+        let result = self.schedule(job).await;
+        pings.cancel();
+        self.final_ping().await;
+        result
+    }
+
+    /// Pings once (as pycti does at start), then every [`Timings::ping_interval`] until the returned token is
+    /// cancelled (or shutdown). Only the process that plans pings: the state it sends is the one that counts.
+    pub(crate) async fn start_pinging(&self) -> tokio_util::sync::CancellationToken {
+        self.first_ping().await;
+        let stop = self.shutdown.token().child_token();
+        let pinger = ping_loop(
+            self.timings.ping_interval,
+            self.opencti.clone(),
+            self.connector_id(),
+            self.state.clone(),
+            stop.clone(),
+        );
+        self.shutdown.spawn(pinger);
+        stop
+    }
+
+    /// The schedule itself (see [`Runtime::run_scheduled`]).
+    pub(crate) async fn schedule<J: Job>(&self, job: &J) -> Result<(), RuntimeError> {
         let period = self.settings.connector.duration_period;
         let runs_once = self.settings.connector.runs_once();
         let mut schedule = Schedule::new(period, self.timings.retries);
@@ -341,7 +387,6 @@ impl Runtime {
                 break;
             }
         }
-        self.final_ping().await;
         // Run-and-terminate (a cron job, a Kubernetes Job) tells a failed run by the exit status.
         if runs_once && last_outcome == Some(RunOutcome::Failed) {
             return Err(RuntimeError::RunFailed);
@@ -438,7 +483,7 @@ impl Runtime {
         }
     }
 
-    async fn final_ping(&self) {
+    pub(crate) async fn final_ping(&self) {
         let sent = self.state.snapshot();
         let quick = self.opencti.with_retry(RetryPolicy::brief());
         match ping_and_adopt(&quick, &self.connector_id(), &self.state, &sent).await {
@@ -558,24 +603,25 @@ async fn register(
 }
 
 /// Pings every `interval` with the state and runtime info; adopts the platform's state when it differs (a user
-/// reset the connector in the UI). Ends on shutdown.
+/// reset the connector in the UI). Ends when `stop` is cancelled.
 async fn ping_loop(
     interval: Duration,
     opencti: OpenCti,
     connector_id: String,
     store: Arc<StateStore>,
-    shutdown: Shutdown,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let quick = opencti.with_retry(RetryPolicy::brief());
     loop {
-        if !shutdown.sleep(interval).await {
-            return;
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stop.cancelled() => return,
         }
         let sent = store.snapshot();
         let ping = ping_and_adopt(&quick, &connector_id, &store, &sent);
         let result = tokio::select! {
             result = ping => result,
-            () = shutdown.triggered() => return,
+            () = stop.cancelled() => return,
         };
         if let Err(error) = result {
             tracing::warn!(%error, "ping failed");

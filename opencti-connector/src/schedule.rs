@@ -26,7 +26,7 @@ impl Default for RetryTimings {
 
 /// The waits between runs of one service.
 #[derive(Debug)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     period: Duration,
     timings: RetryTimings,
     failures: ExponentialBackoff,
@@ -39,7 +39,7 @@ impl Schedule {
 
     /// How long to wait after a run that ended with `outcome`: `None` means "a period after the state's
     /// `last_run`" (the run did its job, or found nothing to do).
-    pub fn wait_after(&mut self, outcome: RunOutcome) -> Option<Duration> {
+    pub(crate) fn wait_after(&mut self, outcome: RunOutcome) -> Option<Duration> {
         match outcome {
             RunOutcome::Failed => Some(self.failures.next().unwrap_or(self.period).min(self.period)),
             RunOutcome::Skipped => Some(self.timings.queue_recheck.min(self.period)),

@@ -48,13 +48,14 @@ impl Shutdown {
     }
 
     /// Spawns a task that shutdown waits for ([`Shutdown::wait_for_tasks`]). The task should itself watch
-    /// [`Shutdown::triggered`] to end.
+    /// [`Shutdown::triggered`] to end. It logs where its spawner logs (the same `tracing` subscriber).
     pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.tasks.spawn(task)
+        use tracing::instrument::WithSubscriber;
+        self.tasks.spawn(task.with_current_subscriber())
     }
 
     /// Waits, at most `limit`, for every task spawned through [`Shutdown::spawn`] to end; returns whether they all

@@ -88,6 +88,15 @@ impl StateStore {
         update(&mut self.lock().info);
     }
 
+    /// Takes `state` (the platform's copy, read again) as the state; a different one starts a new generation.
+    pub(crate) fn adopt(&self, state: StateDocument) {
+        let mut shared = self.lock();
+        if shared.state != state {
+            shared.state = state;
+            shared.generation += 1;
+        }
+    }
+
     /// Adopts the platform's state when its answer to a ping differs from the state the ping sent. The platform
     /// stores what a ping sends, except for the first ping after a user reset the state in the UI: that one is
     /// answered with the reset state and not stored. So any difference is a reset, even if a run moved our state

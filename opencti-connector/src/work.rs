@@ -26,8 +26,7 @@ impl Work {
         let id = opencti.work_add(connector_id, name, multipart).await?;
         Ok(Self { opencti: opencti.clone(), id })
     }
-
-    /// A work opened earlier (by this process or another replica), to carry on with it.
+    /// A work opened earlier (by this process, another replica, or a leader that died), to carry on with it.
     pub(crate) fn resume(opencti: &OpenCti, id: String) -> Self {
         Self { opencti: opencti.clone(), id }
     }

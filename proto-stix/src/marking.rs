@@ -13,7 +13,8 @@ use crate::object::{MarkingContent, MarkingDefinition, SpecVersion};
 use crate::timestamp::Timestamp;
 
 /// A Traffic Light Protocol level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Tlp {
     /// TLP:CLEAR, written as STIX's TLP:WHITE object (same id).
     Clear,

@@ -16,17 +16,18 @@ use proto_stix::{
     Timestamp, Tlp, ValueObservable,
 };
 
-pub use observation::{observable_type, observation, path_regex};
+pub(crate) use observation::observable_type;
+pub use observation::observation;
 
 use crate::trails::{Category, Entry, Reference, TrailFile};
 
 /// The author's name: every object we emit is created by this identity.
-pub const AUTHOR_NAME: &str = "Maltrail";
+pub(crate) const AUTHOR_NAME: &str = "Maltrail";
 /// A fixed creation date for the author, so that every run emits the very same identity object.
 const AUTHOR_CREATED: Timestamp = Timestamp::from_unix_millis(1_420_070_400_000); // 2015-01-01
 
 /// The `x_opencti_score` of each category's indicators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Scores {
     pub malware: u8,
     pub malicious: u8,
@@ -52,7 +53,7 @@ impl Scores {
 }
 
 /// The conversion knobs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConvertOptions {
     /// Categories to import (default: malware, malicious, suspicious).
     pub categories: Vec<Category>,
@@ -79,7 +80,7 @@ impl Default for ConvertOptions {
 
 /// The times an object carries: `valid_from` (and `created`) is when the trail entered Maltrail where known, else
 /// when the connector first sent it; `now` is this run's time (`modified`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Times {
     pub valid_from: Timestamp,
     pub now: Timestamp,
@@ -132,7 +133,7 @@ impl Converter {
         self.options.categories.contains(&category)
     }
 
-    pub fn author_id(&self) -> StixId {
+    pub(crate) fn author_id(&self) -> StixId {
         self.author.common.id
     }
 
@@ -151,7 +152,7 @@ impl Converter {
 
     /// `indicates` from an indicator to a family, revoked: sent when a trail left a family's file but stays in the
     /// trail set elsewhere, so OpenCTI stops linking it to the old family.
-    pub fn revoked_indicates(&self, pattern: &str, family: &str, times: Times) -> StixObject<'_> {
+    pub(crate) fn revoked_indicates(&self, pattern: &str, family: &str, times: Times) -> StixObject<'_> {
         let source = indicator_id(pattern);
         let target = malware_id(family);
         let mut common = times.common(relationship_id("indicates", &source, &target));

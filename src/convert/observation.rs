@@ -13,7 +13,7 @@ const ANY_HOST: &str = "^[a-z]+://[^/]+";
 /// request on any host: the path itself, the path without its query, extension or last segment. So: after the
 /// path (trailing `/` removed) comes the end of the URL or one of `/ ? # .`. A path ending in `=` or `?` is a
 /// prefix (`/cmd.php?hwid=` matches whatever value follows).
-pub fn path_regex(path: &str) -> String {
+pub(crate) fn path_regex(path: &str) -> String {
     let trimmed = path.trim_end_matches('/');
     let mut regex = String::with_capacity(ANY_HOST.len() + trimmed.len() + 24);
     regex.push_str(ANY_HOST);
@@ -46,7 +46,7 @@ pub fn observation<'a>(entry: &'a Entry, scratch: &'a mut String) -> Observation
 
 /// The type of the observable a trail's indicator is based on, or `None` for the regex forms (a path on any host,
 /// a domain regex), which name no single object.
-pub fn observable_type(form: Form) -> Option<ObjectType> {
+pub(crate) fn observable_type(form: Form) -> Option<ObjectType> {
     match form {
         Form::Ipv4 | Form::Ipv4Cidr | Form::Ipv4Port => Some(ObjectType::Ipv4Addr),
         Form::Ipv6 | Form::Ipv6Cidr | Form::Ipv6Port => Some(ObjectType::Ipv6Addr),

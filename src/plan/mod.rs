@@ -4,14 +4,14 @@
 
 mod incremental;
 
-pub use incremental::{FilePlan, IncrementalPlan, plan_incremental};
+pub(crate) use incremental::{FilePlan, IncrementalPlan, ParsedChange, plan_incremental};
 
 use crate::source::{Revision, Source, SourceError};
 use crate::state::SyncState;
 
 /// A run's plan.
 #[derive(Debug)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// The source is at the synced revision, or no trail file changed since: nothing to send.
     UpToDate { head: Revision },
     /// Every trail file of `head`.
@@ -29,7 +29,7 @@ impl Plan {
 
     /// The work's name, e.g. `Maltrail update 8adace1..4f0e2c1 (12 files)` or `Maltrail full import 8adace1
     /// (github:stamparm/maltrail@master)`.
-    pub fn work_name(&self, source: &str) -> String {
+    pub(crate) fn work_name(&self, source: &str) -> String {
         match self {
             Self::UpToDate { head } => format!("Maltrail up to date {}", short(&head.id)),
             Self::Full { head } => format!("Maltrail full import {} ({source})", short(&head.id)),
@@ -74,6 +74,6 @@ pub async fn plan(
 }
 
 /// The first seven characters of a revision, as git shows commits.
-pub fn short(revision: &str) -> &str {
+pub(crate) fn short(revision: &str) -> &str {
     revision.get(..7).unwrap_or(revision)
 }

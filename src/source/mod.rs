@@ -103,6 +103,14 @@ impl Source {
         }
     }
 
+    /// The content of git blob `sha`, for sources that have blobs (GitHub); `None` for a directory.
+    pub async fn blob(&self, sha: &str) -> Option<Result<Vec<u8>, SourceError>> {
+        match self {
+            Self::GitHub(source) => Some(source.blob(sha).await),
+            Self::Directory(_) => None,
+        }
+    }
+
     /// The trail files that differ between `base` (a revision id from an earlier run) and `head`, with their
     /// contents. [`SourceError::UnknownRevision`] when `base` cannot be compared (the caller imports in full).
     pub async fn changes(&self, base: &str, head: &Revision) -> Result<Vec<FileChange>, SourceError> {

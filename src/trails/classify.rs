@@ -19,7 +19,7 @@ use super::{Form, SkipReason};
 
 /// A classified value: its form, the normalized value, and the port for the `*_port` forms.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Classified<'a> {
+pub(crate) struct Classified<'a> {
     pub form: Form,
     pub value: Cow<'a, str>,
     pub port: Option<u16>,
@@ -32,7 +32,7 @@ impl<'a> Classified<'a> {
 }
 
 /// Classifies a trail value (non-empty, trimmed, inline comment removed).
-pub fn classify(text: &str) -> Result<Classified<'_>, SkipReason> {
+pub(crate) fn classify(text: &str) -> Result<Classified<'_>, SkipReason> {
     if let Some((scheme, rest)) = text.split_once("://")
         && !scheme.is_empty()
     {

@@ -9,11 +9,12 @@ mod parse;
 
 use std::fmt;
 
-pub use classify::{Classified, classify};
-pub use parse::{MAX_LINE_BYTES, parse_file};
+pub(crate) use classify::classify;
+pub use parse::parse_file;
 
 /// What a trail file's folder says about its trails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Category {
     /// `malware/<family>.txt`: infrastructure of one malware family.
     Malware,
@@ -44,7 +45,7 @@ impl Category {
 
     /// The category of a file from its path relative to `trails/static` (`malware/emotet.txt`,
     /// `mass_scanner.txt`); `None` for a path outside the known layout or not ending in `.txt`.
-    pub fn of_path(path: &str) -> Option<Self> {
+    pub(crate) fn of_path(path: &str) -> Option<Self> {
         let (folder, file) = match path.split_once('/') {
             Some((folder, file)) => (Some(folder), file),
             None => (None, path),
@@ -164,19 +165,6 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 10] = [
-        Self::TldOnly,
-        Self::SingleLabel,
-        Self::TooBroad,
-        Self::PortOutOfRange,
-        Self::MalformedPort,
-        Self::LabelTooLong,
-        Self::InvalidHost,
-        Self::InvalidAddress,
-        Self::InvalidUtf8,
-        Self::LineTooLong,
-    ];
-
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::TldOnly => "tld_only",
@@ -253,7 +241,7 @@ pub struct TrailFile {
 
 impl TrailFile {
     /// Logs every skipped line at debug level, with its file, line and reason.
-    pub fn log_skipped(&self) {
+    pub(crate) fn log_skipped(&self) {
         for skipped in &self.skipped {
             tracing::debug!(file = %self.path, line = skipped.line, reason = %skipped.reason, text = %skipped.text, "line skipped");
         }

@@ -9,7 +9,7 @@ use proto_stix::uri::encode_url;
 use super::{Category, Entry, Reference, SkipReason, SkippedLine, TrailFile, classify};
 
 /// Longest line read as a trail; longer lines are skipped (the longest real one is under 600 bytes).
-pub const MAX_LINE_BYTES: usize = 8192;
+pub(crate) const MAX_LINE_BYTES: usize = 8192;
 
 /// How much of a skipped line is kept for the report.
 const REPORT_CHARS: usize = 200;

@@ -22,7 +22,7 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// Two quick retries: for pings (the next one comes soon anyway) and for calls made while shutting down.
-    pub fn brief() -> Self {
+    pub(crate) fn brief() -> Self {
         Self { max_retries: Some(2), ..Self::default() }
     }
 }
@@ -78,7 +78,7 @@ pub enum OpenCtiError {
 
 impl OpenCtiError {
     /// Worth trying again: the platform is down, restarting or overloaded.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             Self::Transport { .. } => true,
             Self::Http { status, .. } => is_transient_status(*status),
@@ -87,7 +87,7 @@ impl OpenCtiError {
     }
 
     /// The platform surely did not act on the request: it was never sent, or refused before the platform.
-    pub fn surely_not_received(&self) -> bool {
+    pub(crate) fn surely_not_received(&self) -> bool {
         match self {
             Self::Transport { unsent, .. } => *unsent,
             Self::Http { status, .. } => matches!(status, 429 | 502 | 503),
@@ -140,7 +140,7 @@ impl GraphQlClient {
     }
 
     /// The same client with another retry policy.
-    pub fn with_retry(&self, retry: RetryPolicy) -> Self {
+    pub(crate) fn with_retry(&self, retry: RetryPolicy) -> Self {
         Self { retry, ..self.clone() }
     }
 

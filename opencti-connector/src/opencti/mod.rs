@@ -240,7 +240,7 @@ impl OpenCti {
     }
 
     /// The same API with another retry policy (e.g. retry forever while the platform starts).
-    pub fn with_retry(&self, retry: RetryPolicy) -> Self {
+    pub(crate) fn with_retry(&self, retry: RetryPolicy) -> Self {
         Self { client: self.client.with_retry(retry) }
     }
 

@@ -97,7 +97,7 @@ impl DirectoryOutput {
     }
 
     /// Removes `.json` files older than the retention; returns how many were removed.
-    pub fn apply_retention(&self) -> io::Result<usize> {
+    pub(crate) fn apply_retention(&self) -> io::Result<usize> {
         let Some(retention) = self.retention else { return Ok(0) };
         let cutoff = SystemTime::now().checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
         let mut removed = 0;

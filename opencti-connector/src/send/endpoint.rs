@@ -63,7 +63,7 @@ impl AmqpEndpoint {
     }
 
     /// This endpoint with every `MQ_*` setting that is set applied over it.
-    pub fn with_overrides(mut self, mq: &MqSettings) -> Self {
+    pub(crate) fn with_overrides(mut self, mq: &MqSettings) -> Self {
         if let Some(host) = &mq.host {
             self.host.clone_from(host);
         }
@@ -96,7 +96,7 @@ impl AmqpEndpoint {
         format!("{scheme}://{}@{}:{}/{}", self.user, self.host, self.port, self.vhost)
     }
 
-    fn uri(&self) -> AMQPUri {
+    fn uri_with_heartbeat(&self, heartbeat: u16) -> AMQPUri {
         AMQPUri {
             scheme: if self.use_ssl { AMQPScheme::AMQPS } else { AMQPScheme::AMQP },
             authority: AMQPAuthority {
@@ -105,7 +105,7 @@ impl AmqpEndpoint {
                 port: self.port,
             },
             vhost: self.vhost.clone(),
-            query: AMQPQueryString { heartbeat: Some(HEARTBEAT_SECONDS), ..AMQPQueryString::default() },
+            query: AMQPQueryString { heartbeat: Some(heartbeat), ..AMQPQueryString::default() },
         }
     }
 
@@ -140,15 +140,24 @@ impl AmqpEndpoint {
 
     /// Opens a connection named `name` (shown in RabbitMQ's management UI).
     pub async fn connect(&self, name: &str) -> Result<Connection, EndpointError> {
+        self.connect_with_heartbeat(name, HEARTBEAT_SECONDS).await
+    }
+
+    /// Opens a connection whose heartbeats come every `heartbeat` seconds: a dead peer is noticed within two.
+    pub async fn connect_with_heartbeat(&self, name: &str, heartbeat: u16) -> Result<Connection, EndpointError> {
         let properties = ConnectionProperties::default().with_connection_name(name.into());
         let connect_error = |source| EndpointError::Connect { endpoint: self.describe(), source };
         if self.use_ssl && !self.ssl_verify {
             let connector = unverified_tls::connector(self.client_identity()?).map_err(EndpointError::UnverifiedTls)?;
-            return unverified_tls::connect(self.uri(), properties, connector).await.map_err(connect_error);
+            return unverified_tls::connect(self.uri_with_heartbeat(heartbeat), properties, connector)
+                .await
+                .map_err(connect_error);
         }
         let tls = self.tls()?;
         let runtime = lapin::runtime::default_runtime().map_err(connect_error)?;
-        Connection::connect_uri_with_config(self.uri(), properties, tls, runtime).await.map_err(connect_error)
+        Connection::connect_uri_with_config(self.uri_with_heartbeat(heartbeat), properties, tls, runtime)
+            .await
+            .map_err(connect_error)
     }
 }
 

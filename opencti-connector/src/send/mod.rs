@@ -44,7 +44,7 @@ pub enum SendError {
 }
 
 /// How bundles become messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SplitSettings {
     pub mode: SplitMode,
     /// Most objects in a multi-object bundle ([`SplitMode::Platform`]).
@@ -57,10 +57,11 @@ impl SplitSettings {
     /// pycti's: one object per message.
     pub const CLIENT: SplitSettings = SplitSettings { mode: SplitMode::Client, batch_size: 1, batch_bytes: 1 };
 
-    fn splitter(&self) -> Splitter {
-        match self.mode {
-            SplitMode::Client => Splitter::client(),
-            SplitMode::Platform => Splitter::platform(self.batch_size, self.batch_bytes),
+    fn splitter(&self, counting: bool) -> Splitter {
+        match (self.mode, counting) {
+            (SplitMode::Client, false) => Splitter::client(),
+            (SplitMode::Client, true) => Splitter::count_client(),
+            (SplitMode::Platform, _) => Splitter::platform(self.batch_size, self.batch_bytes),
         }
     }
 }
@@ -134,8 +135,14 @@ impl Sender {
     /// Starts a bundle; `label` names its directory file.
     pub fn bundle(&self, label: &str) -> Result<OpenBundle, SendError> {
         let file = self.directory.as_ref().map(|directory| directory.begin(label)).transpose()?;
-        let splits = self.queue.is_some() || self.directory.is_none();
-        Ok(OpenBundle { splitter: splits.then(|| self.split.splitter()), file, pending: Vec::new(), sequence: 1 })
+        let counting = self.queue.is_none() && self.directory.is_none();
+        let splits = self.queue.is_some() || counting;
+        Ok(OpenBundle {
+            splitter: splits.then(|| self.split.splitter(counting)),
+            file,
+            pending: Vec::new(),
+            sequence: 1,
+        })
     }
 
     /// Publishes the bundle's pending messages once there are enough of them to be worth a round (or all of

@@ -53,7 +53,7 @@ impl Sequencer {
 
     /// The dependency count pycti gives `object`: 1 + the count of each reference already in the bundle (a
     /// reference listed twice counts twice, as in pycti; a self-reference does not count).
-    pub fn dependency_count(&self, object: &StixObject<'_>) -> u32 {
+    pub(crate) fn dependency_count(&self, object: &StixObject<'_>) -> u32 {
         let own = object.id();
         let mut count = 1u32;
         object.for_each_ref(|reference| {
@@ -201,17 +201,25 @@ impl Batcher {
     }
 }
 
-/// How a bundle becomes messages: pycti's client-side split, or batches the platform splits.
+/// How a bundle becomes messages: pycti's client-side split, or batches the platform splits; or, to know what a
+/// bundle will cost before sending it, pycti's pieces counted without being written.
 #[derive(Debug)]
 pub enum Splitter {
     Client(Sequencer),
     Platform(Batcher),
+    /// The ids of the pieces pycti's split would give (one per distinct object): empty pieces, counted.
+    CountClient(HashSet<StixId>),
 }
 
 impl Splitter {
     /// pycti's pieces, for one bundle.
     pub fn client() -> Self {
         Self::Client(Sequencer::new(StixId::random(ObjectType::Bundle)))
+    }
+
+    /// pycti's pieces, counted but not written.
+    pub fn count_client() -> Self {
+        Self::CountClient(HashSet::new())
     }
 
     /// Batches of at most `objects` objects and `bytes` bytes, for one bundle.
@@ -224,6 +232,7 @@ impl Splitter {
         match self {
             Self::Client(sequencer) => out.extend(sequencer.piece(object)),
             Self::Platform(batcher) => batcher.push_header(object),
+            Self::CountClient(seen) => out.extend(counted(seen, object)),
         }
     }
 
@@ -232,6 +241,7 @@ impl Splitter {
         match self {
             Self::Client(sequencer) => out.extend(objects.iter().filter_map(|object| sequencer.piece(object))),
             Self::Platform(batcher) => out.extend(batcher.push_group(objects)),
+            Self::CountClient(seen) => out.extend(objects.iter().filter_map(|object| counted(seen, object))),
         }
     }
 
@@ -241,4 +251,9 @@ impl Splitter {
             out.extend(batcher.finish());
         }
     }
+}
+
+/// An empty piece for `object` when its id is new to the bundle.
+fn counted(seen: &mut HashSet<StixId>, object: &StixObject<'_>) -> Option<Piece> {
+    seen.insert(object.id()).then(|| Piece { bundle: Vec::new(), objects: 1 })
 }

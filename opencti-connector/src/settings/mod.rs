@@ -30,7 +30,7 @@ pub use values::{
 pub use vars::Vars;
 
 /// The file read when no path is given, if it exists in the working directory.
-pub const DEFAULT_CONFIG_FILE: &str = "config.yml";
+pub(crate) const DEFAULT_CONFIG_FILE: &str = "config.yml";
 
 /// The sections of the platform's settings, which are also the variables' prefixes.
 pub const PLATFORM_SECTIONS: [&str; 3] = ["opencti", "connector", "mq"];

@@ -77,7 +77,8 @@ impl OpenCtiSettings {
 }
 
 /// Who splits a bundle into the pieces the platform's workers import.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SplitMode {
     /// The connector, as pycti does: one message per object (`no_split: false`).
     Client,
@@ -138,7 +139,7 @@ crate::named_setting_value!(Role, "a role (expected all, scheduler or worker)", 
 
 /// The only connector type this runtime runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExternalImport;
+pub(crate) struct ExternalImport;
 
 impl SettingValue for ExternalImport {
     fn schema() -> serde_json::Map<String, Value> {
@@ -198,7 +199,7 @@ pub struct ConnectorSettings {
 
 impl ConnectorSettings {
     /// Whether the connector runs once and exits: asked for, or a zero period (as pycti treats `0` and `PT0S`).
-    pub fn runs_once(&self) -> bool {
+    pub(crate) fn runs_once(&self) -> bool {
         self.run_and_terminate || self.duration_period.is_zero()
     }
 }

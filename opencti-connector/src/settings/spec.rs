@@ -116,7 +116,7 @@ pub struct SettingDoc {
 
 impl SettingDoc {
     /// The same setting with another default (a connector's name, scope or period).
-    pub fn with_default(mut self, default: Value) -> Self {
+    pub(crate) fn with_default(mut self, default: Value) -> Self {
         self.default = Some(default);
         self
     }

@@ -106,12 +106,6 @@ impl Vars {
         let shown = if T::SECRET { "***" } else { raw.text.as_str() };
         parsed.map(Some).map_err(|problem| SettingsError::Invalid { var, message: format!("`{shown}` {problem}") })
     }
-
-    /// Whether the setting is set, under any of its names.
-    pub fn is_set<T: SettingValue>(&self, setting: &Setting<T>) -> bool {
-        matches!(self.lookup(setting), Ok(Some(_)))
-    }
-
     /// The raw value under the setting's name or one of its aliases; two names set to different values are an
     /// error (which one is meant?).
     fn lookup<T>(&self, setting: &Setting<T>) -> Result<Option<(&'static str, &Raw)>, SettingsError> {

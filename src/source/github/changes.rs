@@ -176,7 +176,7 @@ async fn named_blob(source: &GitHubSource, sha: String) -> Result<(String, Vec<u
 }
 
 /// One blob, asked for raw; a JSON answer (a server ignoring the raw media type) is decoded from base64.
-async fn blob(source: &GitHubSource, sha: &str) -> Result<Vec<u8>, SourceError> {
+pub(super) async fn blob(source: &GitHubSource, sha: &str) -> Result<Vec<u8>, SourceError> {
     let path = format!("repos/{}/git/blobs/{sha}", source.repo_path);
     let get = Get { accept: Some(MEDIA_RAW), ..Get::json(&path) };
     let fetched = source.api.fetch(get).await.map_err(|failure| failure.into_source_error(&path))?;

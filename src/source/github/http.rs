@@ -205,7 +205,7 @@ impl Api {
 
     /// The body of `response` as a stream of chunks for a reader, each awaited at most the read timeout. Ends
     /// after the first error.
-    pub fn body_stream(&self, response: Response) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    pub(crate) fn body_stream(&self, response: Response) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
         let read_timeout = self.policy.read_timeout;
         futures_util::stream::unfold(Some(response), move |state| async move {
             let mut response = state?;

@@ -111,6 +111,14 @@ impl GitHubSource {
         changes::between(self, base, head).await
     }
 
+    /// The content of git blob `sha` (a worker fetching a file too large to travel in its job).
+    pub async fn blob(&self, sha: &str) -> Result<Vec<u8>, SourceError> {
+        if !is_object_id(sha) {
+            return Err(SourceError::Other(format!("{sha:?} is not a git object id")));
+        }
+        changes::blob(self, sha).await
+    }
+
     /// How many trail files the revision holds (one tree request), so a full import can report its progress.
     pub async fn file_count(&self, revision: &Revision) -> Result<usize, SourceError> {
         changes::count(self, &revision.id).await
@@ -213,6 +221,7 @@ mod tests {
             git_ref: "master".into(),
             path: "trails/static".into(),
             directory: None,
+            job_inline_bytes: 1 << 20,
         }
     }
 
