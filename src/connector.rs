@@ -193,6 +193,7 @@ impl Publishing<'_, '_> {
             self.record().await;
             expectations(&connector.convert, split, &files, self.times, &connector.source).await?
         };
+        let files = files.into_iter().map(|file| file.by_reference(connector.job_inline_bytes)).collect();
         let message =
             JobMessage { convert: connector.convert.clone(), split, times: self.times, expectations: count, files };
         let payload = serde_json::to_vec(&message).map_err(|e| RunError::Job(format!("cannot encode a job: {e}")))?;
@@ -231,11 +232,15 @@ impl MaltrailConnector {
                         continue;
                     }
                     seen += 1;
-                    bytes += file.content.len();
-                    group.push(JobFile::Whole {
-                        path: file.path,
-                        content: Content::of(file.content, self.job_inline_bytes),
-                    });
+                    let size = file.content.len();
+                    let whole = JobFile::Whole { path: file.path, content: Content::Inline(file.content) };
+                    if size > self.job_inline_bytes {
+                        // A file travelling by reference goes alone: were its fetch to fail, it holds back no other.
+                        publishing.job(vec![whole]).await?;
+                        continue;
+                    }
+                    bytes += size;
+                    group.push(whole);
                     if bytes >= JOB_BYTES || group.len() >= JOB_FILES {
                         publishing.job(std::mem::take(&mut group)).await?;
                         bytes = 0;
@@ -253,7 +258,7 @@ impl MaltrailConnector {
                     if publishing.run.shutdown().is_triggered() {
                         return Err(RunError::Interrupted);
                     }
-                    publishing.job(vec![JobFile::of_plan(file, self.job_inline_bytes)]).await?;
+                    publishing.job(vec![JobFile::of_plan(file)]).await?;
                 }
             }
         }

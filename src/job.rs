@@ -97,9 +97,23 @@ impl JobFile {
         }
     }
 
-    /// A file plan of an update, as a job file.
-    pub fn of_plan(plan: &FilePlan, inline_limit: usize) -> Self {
-        let content = |bytes: &Option<Vec<u8>>| bytes.clone().map(|bytes| Content::of(bytes, inline_limit));
+    /// The same file with its larger contents by reference (after the leader counted it from the bytes).
+    pub fn by_reference(self, inline_limit: usize) -> Self {
+        let reference = |content: Content| match content {
+            Content::Inline(bytes) => Content::of(bytes, inline_limit),
+            blob => blob,
+        };
+        match self {
+            Self::Whole { path, content } => Self::Whole { path, content: reference(content) },
+            Self::Change { path, old, new, revoked, revoked_relations } => {
+                Self::Change { path, old: old.map(reference), new: new.map(reference), revoked, revoked_relations }
+            }
+        }
+    }
+
+    /// A file plan of an update, as a job file (its contents inline).
+    pub fn of_plan(plan: &FilePlan) -> Self {
+        let content = |bytes: &Option<Vec<u8>>| bytes.clone().map(Content::Inline);
         let mut revoked: Vec<StixId> = plan.revoked.iter().copied().collect();
         revoked.sort();
         Self::Change {

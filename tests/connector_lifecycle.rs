@@ -4,89 +4,22 @@
 
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use futures_util::StreamExt as _;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use support::collector::Collector;
 use support::fake_github::{self, FakeGitHub, FakeRepo};
 use support::fake_opencti::{self, FakeOpenCti, MqConnection};
+use support::process::Connector;
 use support::rabbit;
 use support::trails::{expected_indicator_ids, small_trail_set, trail_subset};
-use tempfile::TempDir;
 
 /// A fake GitHub serving the trails under `root`.
 async fn fake_github_of(root: &Path, options: fake_github::FakeOptions) -> FakeGitHub {
     let repo = FakeRepo::from_snapshot("stamparm/maltrail", "trails/static", root).expect("fake repo");
     FakeGitHub::start(repo, options).await
-}
-
-/// The binary, running with exactly the environment it was given (plus `PATH` and `HOME`) in an empty working
-/// directory (no stray `config.yml`), its stderr in a file. Killed when dropped.
-struct Connector {
-    child: Child,
-    stderr: std::path::PathBuf,
-    _dir: TempDir,
-}
-
-impl Connector {
-    fn start(env: &[(&str, String)]) -> Connector {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let stderr = dir.path().join("stderr.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_maltrail-connector"))
-            .arg("run")
-            .current_dir(dir.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", dir.path())
-            .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("start the connector binary");
-        Connector { child, stderr, _dir: dir }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Waits for the process to exit; panics with its stderr after `timeout`.
-    async fn exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for the connector") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the connector still runs after {timeout:?}; stderr:\n{}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Sends SIGTERM, as `docker stop` does.
-    fn terminate(&self) {
-        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("run kill");
-        assert!(status.success(), "kill -TERM {}", self.child.id());
-    }
-}
-
-impl Drop for Connector {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// The variables that point the binary at the fakes, for one run of connector `id`.
@@ -111,97 +44,6 @@ fn with(mut env: Vec<(&'static str, String)>, extra: &[(&'static str, &str)]) ->
 /// The platform's copy of the state, parsed (`{}` when there is none).
 fn state(opencti: &FakeOpenCti) -> serde_json::Value {
     opencti.state().filter(|s| !s.is_empty()).map_or(serde_json::json!({}), |s| serde_json::from_str(&s).expect("JSON"))
-}
-
-/// What the platform's workers would have received: a consumer of the push queue running beside the connector.
-struct Collector {
-    stop: Arc<AtomicBool>,
-    messages: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<Collected>,
-}
-
-#[derive(Default)]
-struct Collected {
-    indicator_ids: HashSet<String>,
-    /// Messages per `work_id`.
-    messages_by_work: HashMap<String, u64>,
-    /// Messages holding a single object (each one an expectation, by the platform's rule), per `work_id`.
-    singles_by_work: HashMap<String, u64>,
-}
-
-impl Collector {
-    fn start(queue: String) -> Collector {
-        let stop = Arc::new(AtomicBool::new(false));
-        let messages = Arc::new(AtomicU64::new(0));
-        let (stop_flag, counter) = (stop.clone(), messages.clone());
-        let task = tokio::spawn(async move {
-            let connection = rabbit::connect().await;
-            while !rabbit::queue_exists(&queue).await {
-                assert!(!stop_flag.load(Ordering::SeqCst), "the push queue {queue} never appeared");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let channel = connection.create_channel().await.expect("channel");
-            channel.basic_qos(200, BasicQosOptions::default()).await.expect("qos");
-            let options = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
-            let mut consumer = channel
-                .basic_consume(queue.as_str().into(), "collector".into(), options, Default::default())
-                .await
-                .expect("consume");
-            let mut collected = Collected::default();
-            let mut idle_since = Instant::now();
-            loop {
-                match tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
-                    Ok(Some(Ok(delivery))) => {
-                        idle_since = Instant::now();
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        collect(&delivery.data, &mut collected);
-                    }
-                    Ok(Some(Err(error))) => panic!("consuming {queue}: {error}"),
-                    Ok(None) => panic!("the consumer of {queue} was cancelled"),
-                    Err(_) => {
-                        if stop_flag.load(Ordering::SeqCst) && idle_since.elapsed() > Duration::from_secs(2) {
-                            break;
-                        }
-                    }
-                }
-            }
-            rabbit::close(connection).await;
-            collected
-        });
-        Collector { stop, messages, task }
-    }
-
-    fn messages(&self) -> u64 {
-        self.messages.load(Ordering::SeqCst)
-    }
-
-    /// Waits until the queue has been empty for two seconds, and returns what came.
-    async fn finish(self) -> Collected {
-        self.stop.store(true, Ordering::SeqCst);
-        tokio::time::timeout(Duration::from_secs(120), self.task).await.expect("the collector ends").expect("collector")
-    }
-}
-
-/// Records one message: its work and the ids of the indicators its bundle holds (found without parsing the bundle
-/// whole: platform-split bundles are megabytes).
-fn collect(body: &[u8], into: &mut Collected) {
-    let envelope: serde_json::Value = serde_json::from_slice(body).expect("envelope");
-    let work = envelope["work_id"].as_str().unwrap_or_default().to_owned();
-    *into.messages_by_work.entry(work.clone()).or_default() += 1;
-    let content = envelope["content"].as_str().expect("content");
-    let bundle = base64::engine::general_purpose::STANDARD.decode(content).expect("base64");
-    let text = String::from_utf8_lossy(&bundle);
-    // Every object, and the bundle itself, carries `"spec_version":"2.1"` once.
-    if text.matches("\"spec_version\":\"2.1\"").count() == 2 {
-        *into.singles_by_work.entry(work).or_default() += 1;
-    }
-    let marker = "\"type\":\"indicator\",\"spec_version\":\"2.1\",\"id\":\"";
-    for (at, _) in text.match_indices(marker) {
-        let start = at + marker.len();
-        if let Some(id) = text.get(start..start + 47) {
-            into.indicator_ids.insert(id.to_owned());
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

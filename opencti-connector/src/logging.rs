@@ -18,7 +18,9 @@ pub fn init(level: &str, json: bool, crates: &[&str]) {
         directives.push_str(&format!(",{}={level}", name.replace('-', "_")));
     }
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(directives));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours on a terminal only: a log file or a container's log collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     // A second initialisation (tests) keeps the first subscriber.
     let _ = if json {
         builder.json().flatten_event(true).with_current_span(false).with_span_list(true).try_init()

@@ -354,11 +354,12 @@ impl Runtime {
             let job = &delivery.job;
             let span = tracing::info_span!("job", work_id = %job.work_id, run = %job.run_id, job = job.job_id, label = %job.label);
             let context = WorkContext { runtime: self, work: self.work_of(&job.work_id) };
+            span.in_scope(|| tracing::info!(previous_deliveries = delivery.previous_deliveries, "job started"));
             let result = worker.work(job, &context).instrument(span.clone()).await;
             let _entered = span.enter();
             match result {
                 Ok(report) => {
-                    tracing::info!(previous_deliveries = delivery.previous_deliveries, "job done");
+                    tracing::info!("job done");
                     delivery.done(link, report).await?;
                 }
                 Err(error) if self.shutdown().is_triggered() => {

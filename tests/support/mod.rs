@@ -4,7 +4,9 @@
 // Not every test crate uses every helper.
 #![allow(dead_code, unused_imports)]
 
+pub mod collector;
 pub mod connector;
+pub mod process;
 pub mod trails;
 
 pub use testkit::{fake_github, fake_opencti, rabbit, snapshot, tls_proxy};
