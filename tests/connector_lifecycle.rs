@@ -381,3 +381,39 @@ async fn e_metrics_report_the_run_to_prometheus() {
     opencti.stop().await;
     github.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn f_a_recovered_broker_cut_logs_warnings_not_errors() {
+    // Cutting this process tree's broker connections would also cut the other tests' ones.
+    let _broker = rabbit::broker_exclusive().await;
+    let trails = trail_subset(&[("malware", 30, 12_000..=20_000)]);
+    let expected = expected_indicator_ids(trails.path());
+    let github = fake_github_of(trails.path(), fake_github::FakeOptions::default()).await;
+    let opencti = FakeOpenCti::start(fake_opencti::FakeOptions::default()).await;
+    let connector_id = uuid::Uuid::new_v4().to_string();
+    let _queues = rabbit::QueueGuard::new(
+        opencti_connector::jobs::QueueNames::new("maltrail", &connector_id).all().map(str::to_owned),
+    );
+    let env = with(base_env(&opencti, &github, &connector_id), &[("CONNECTOR_PUBLISH_WINDOW", "64")]);
+    let collector = Collector::start(format!("push_{connector_id}"));
+    let mut connector = Connector::start(&env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while collector.messages() < 2_000 {
+        assert!(Instant::now() < deadline, "no messages flowing; stderr:\n{}", connector.stderr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cut = rabbit::close_own_connections().await;
+    assert!(cut >= 1, "no connection to cut");
+    let status = connector.exit(Duration::from_secs(180)).await;
+    let stderr = connector.stderr();
+    assert_eq!(status.code(), Some(0), "the run completes after the cut; stderr:\n{stderr}");
+    let collected = collector.finish().await;
+    let warnings = ["RabbitMQ link lost", "leadership lost", "connection was lost"];
+    assert!(warnings.iter().any(|w| stderr.contains(w)), "the cut hit the run:\n{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|line| line.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "a recovered cut is no error (an alert on ERROR would fire):\n{}", errors.join("\n"));
+    let missing = expected.difference(&collected.indicator_ids).count();
+    assert_eq!(missing, 0, "nothing lost: {missing} indicators missing");
+    opencti.stop().await;
+    github.stop();
+}

@@ -212,7 +212,7 @@ impl RunContext<'_> {
         let mut run = JobRun {
             endpoint: runtime.amqp_endpoint(),
             names: runtime.queue_names(),
-            name: format!("{} leader", runtime.about().slug),
+            name: format!("{} leader {}", runtime.about().slug, runtime.connector_id()),
             link: None,
             run_id: run_id.to_owned(),
             work: work.clone(),
@@ -258,7 +258,7 @@ impl Runtime {
     /// at once (the run in flight is left to the next leader) and the process competes again.
     async fn lead<C: RunJob>(&self, connector: &C) -> Result<(), RuntimeError> {
         let names = self.queue_names();
-        let name = format!("{} candidate {}", self.about().slug, uuid::Uuid::new_v4());
+        let name = format!("{} candidate {} {}", self.about().slug, self.connector_id(), uuid::Uuid::new_v4());
         let mut pause = Duration::from_secs(1);
         loop {
             let endpoint = self.amqp_endpoint();
@@ -313,7 +313,7 @@ impl Runtime {
     /// Takes jobs and does them, one at a time, until shutdown; reconnects when the broker goes away.
     async fn work_loop<W: Worker>(&self, worker: &W) {
         let names = self.queue_names();
-        let name = format!("{} worker {}", self.about().slug, uuid::Uuid::new_v4());
+        let name = format!("{} worker {} {}", self.about().slug, self.connector_id(), uuid::Uuid::new_v4());
         let mut pause = Duration::from_secs(1);
         while !self.shutdown().is_triggered() {
             let endpoint = self.amqp_endpoint();

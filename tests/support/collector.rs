@@ -1,5 +1,5 @@
 //! What the platform's workers would receive: a consumer of a push queue running beside the connector, recording
-//! each message's work, indicators and object count.
+//! each message's work, indicators and object count. Messages read twice (after a cut) are counted twice.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures_util::StreamExt as _;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 
 use super::rabbit;
 
@@ -34,37 +34,48 @@ impl Collector {
         let messages = Arc::new(AtomicU64::new(0));
         let (stop_flag, counter) = (stop.clone(), messages.clone());
         let task = tokio::spawn(async move {
-            let connection = rabbit::connect().await;
             while !rabbit::queue_exists(&queue).await {
                 assert!(!stop_flag.load(Ordering::SeqCst), "the push queue {queue} never appeared");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            let channel = connection.create_channel().await.expect("channel");
-            channel.basic_qos(200, BasicQosOptions::default()).await.expect("qos");
-            let options = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
-            let mut consumer = channel
-                .basic_consume(queue.as_str().into(), "collector".into(), options, Default::default())
-                .await
-                .expect("consume");
             let mut collected = Collected::default();
             let mut idle_since = Instant::now();
-            loop {
-                match tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
-                    Ok(Some(Ok(delivery))) => {
-                        idle_since = Instant::now();
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        collect(&delivery.data, &mut collected);
-                    }
-                    Ok(Some(Err(error))) => panic!("consuming {queue}: {error}"),
-                    Ok(None) => panic!("the consumer of {queue} was cancelled"),
-                    Err(_) => {
-                        if stop_flag.load(Ordering::SeqCst) && idle_since.elapsed() > Duration::from_secs(2) {
-                            break;
+            // Messages are acknowledged once recorded, so that a cut connection (a test cutting the broker's
+            // connections) loses none: they come again on the next one.
+            'connect: loop {
+                let connection = rabbit::connect().await;
+                let channel = connection.create_channel().await.expect("channel");
+                channel.basic_qos(200, BasicQosOptions::default()).await.expect("qos");
+                let mut consumer = channel
+                    .basic_consume(
+                        queue.as_str().into(),
+                        "collector".into(),
+                        BasicConsumeOptions::default(),
+                        Default::default(),
+                    )
+                    .await
+                    .expect("consume");
+                loop {
+                    match tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
+                        Ok(Some(Ok(delivery))) => {
+                            idle_since = Instant::now();
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            collect(&delivery.data, &mut collected);
+                            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                        }
+                        Ok(Some(Err(_)) | None) => {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue 'connect;
+                        }
+                        Err(_) => {
+                            if stop_flag.load(Ordering::SeqCst) && idle_since.elapsed() > Duration::from_secs(2) {
+                                rabbit::close(connection).await;
+                                break 'connect;
+                            }
                         }
                     }
                 }
             }
-            rabbit::close(connection).await;
             collected
         });
         Collector { stop, messages, task }
