@@ -41,7 +41,7 @@ struct Totals {
 /// One pass over the snapshot. `stage`: 0 = parse only, 1 = parse + convert + JSON, 2 = ... + pycti pieces.
 fn pass(dir: &std::path::Path, files: &[String], converter: &Converter, stage: u8) -> Totals {
     let now = Timestamp::now();
-    let times = Times { valid_from: now, now };
+    let times = Times::new(now, now, maltrail_connector::convert::DEFAULT_VALIDITY);
     let mut totals = Totals { trails: 0, objects: 0, bytes: 0 };
     let mut json = Vec::with_capacity(8192);
     for path in files {

@@ -39,7 +39,7 @@ fn messages(trails: usize) -> (Vec<Vec<u8>>, usize) {
     assert!(root.is_dir(), "the Maltrail snapshot is not at {}", root.display());
     let converter = Converter::new(ConvertOptions::default());
     let now = Timestamp::now();
-    let times = Times { valid_from: now, now };
+    let times = Times::new(now, now, maltrail_connector::convert::DEFAULT_VALIDITY);
     let envelope = Envelope { applicant_id: uuid::Uuid::new_v4().to_string(), work_id: Some("work_bench".into()) };
     let mut out = Vec::new();
     let mut taken = 0;

@@ -1,9 +1,11 @@
 //! The Maltrail connector on the runtime, in its two halves.
 //!
-//! **A run** (the leader: the one replica holding the leadership): plan what changed, open the work, record the run
-//! in the state (so that a leader taking over carries it on), publish one job per group of files (a full import) or
-//! per changed file (an update), each after announcing its expectations; wait until every job is done; then advance
-//! the state and close the work. A parked job ends the run in error, naming its file; the state stays where it was.
+//! **A run** (the leader: the one replica holding the leadership): plan what changed and which indicators to patch
+//! ([`crate::lifecycle`]: un-revocations, refreshes of `valid_until`), open the work, record the run in the state
+//! (so that a leader taking over carries it on), publish one job per group of files (a full import), per changed
+//! file (an update) or per slice of patches, each after announcing its expectations; wait until every job is done;
+//! then advance the state and close the work. A parked job ends the run in error, naming its file; the state stays
+//! where it was.
 //!
 //! **A job** (a worker: any replica, the leader's own process included in the `all` role): lay each file's bundle
 //! out into the sender, wait for RabbitMQ's confirms, report what was sent.
@@ -17,10 +19,11 @@ use opencti_connector::settings::SplitMode;
 use opencti_connector::{
     BoxError, Job, JobRun, JobRunError, RunContext, RunOutcome, StateDocument, WorkContext, Worker,
 };
-use proto_stix::Timestamp;
+use proto_stix::{StixId, Timestamp};
 
 use crate::convert::{ConvertOptions, Converter, Times};
-use crate::job::{Content, JobError, JobFile, JobMessage, JobReport, expectations, lay_out};
+use crate::job::{Content, Edit, JobError, JobFile, JobMessage, JobReport, expectations, lay_out};
+use crate::lifecycle::{Cycle, Refresh, plan_refresh};
 use crate::plan::{Plan, plan};
 use crate::settings::SLUG;
 use crate::source::{Revision, Source, SourceError};
@@ -32,6 +35,8 @@ const REPORTED_SKIPS: usize = 20;
 const JOB_BYTES: usize = 1 << 20;
 /// ...or this many files.
 const JOB_FILES: usize = 100;
+/// Patches per job (about 5 MB of messages in client mode).
+const JOB_PATCHES: usize = 10_000;
 /// How often a long run logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
@@ -94,23 +99,79 @@ pub struct MaltrailConnector {
     source: Source,
     convert: ConvertOptions,
     job_inline_bytes: usize,
+    refresh_max_patches: usize,
+}
+
+/// The patches of a run besides its files: un-revocations (the trails the last update added) and the refresh.
+#[derive(Debug, Default)]
+struct Lifecycle {
+    reinstate: Vec<StixId>,
+    refresh: Option<Refresh>,
+}
+
+impl Lifecycle {
+    fn is_empty(&self) -> bool {
+        self.reinstate.is_empty() && self.refresh.as_ref().is_none_or(|refresh| refresh.ids.is_empty())
+    }
+
+    fn patches(&self) -> usize {
+        self.reinstate.len() + self.refresh.as_ref().map_or(0, |refresh| refresh.ids.len())
+    }
 }
 
 impl MaltrailConnector {
-    pub fn new(source: Source, convert: ConvertOptions, job_inline_bytes: usize) -> Self {
+    pub fn new(source: Source, convert: ConvertOptions, maltrail: &crate::settings::MaltrailSettings) -> Self {
         // Registered at start, so that /metrics lists them before the first run.
         counters();
-        Self { source, convert, job_inline_bytes }
+        Self {
+            source,
+            convert,
+            job_inline_bytes: maltrail.job_inline_bytes,
+            refresh_max_patches: maltrail.refresh_max_patches,
+        }
     }
 
-    /// The state after a run that synced `head`.
-    fn synced(&self, state: &SyncState, head: &str, now: Timestamp) -> StateDocument {
+    fn cycle(&self) -> Cycle {
+        Cycle::of(self.convert.validity)
+    }
+
+    /// The state after a run that synced `record`'s target: its refresh window moved on, the trails it added left
+    /// for the next run to un-revoke.
+    fn synced(&self, state: &SyncState, record: &RunRecord, now: Timestamp, added: Vec<StixId>) -> StateDocument {
         let mut state = state.clone();
-        state.last_commit = Some(head.to_owned());
+        state.last_commit = Some(record.target.clone());
         state.last_run = Some(now.to_seconds_string());
         state.source = Some(self.source.describe());
         state.run = None;
+        state.reinstate = added;
+        if record.base.is_none() {
+            state.refreshed_through = Some(self.cycle().after_full_import(now).to_string());
+        } else if let Some(through) = &record.refreshed_through {
+            state.refreshed_through = Some(through.clone());
+        }
         state.to_document()
+    }
+
+    /// The patches a run at `now` sends besides its files: none for a full import (it sends everything afresh).
+    async fn plan_lifecycle(
+        &self,
+        state: &SyncState,
+        plan: &Plan,
+        now: Timestamp,
+        converter: &Converter,
+    ) -> Result<Lifecycle, SourceError> {
+        if matches!(plan, Plan::Full { .. }) {
+            return Ok(Lifecycle::default());
+        }
+        let cycle = self.cycle();
+        let from = state.refreshed_through().unwrap_or_else(|| cycle.first_window(now));
+        let refresh = if self.refresh_max_patches > 0 && cycle.worth_refreshing(from.unix_millis(), now.unix_millis()) {
+            let window = (from, now);
+            Some(plan_refresh(&self.source, plan.head(), converter, cycle, window, self.refresh_max_patches).await?)
+        } else {
+            None
+        };
+        Ok(Lifecycle { reinstate: state.reinstate.clone(), refresh })
     }
 
     /// The run recorded in the state, when it is one this connector can carry on.
@@ -216,8 +277,13 @@ impl Publishing<'_, '_> {
 }
 
 impl MaltrailConnector {
-    /// Cuts the run into jobs and publishes them. Returns the number of jobs.
-    async fn publish_jobs(&self, publishing: &mut Publishing<'_, '_>, plan: &Plan) -> Result<u64, RunError> {
+    /// Cuts the run into jobs and publishes them: its files, then its patches. Returns the number of jobs.
+    async fn publish_jobs(
+        &self,
+        publishing: &mut Publishing<'_, '_>,
+        plan: &Plan,
+        lifecycle: &Lifecycle,
+    ) -> Result<u64, RunError> {
         match plan {
             Plan::UpToDate { .. } => {}
             Plan::Full { head } => {
@@ -262,25 +328,35 @@ impl MaltrailConnector {
                 }
             }
         }
+        let refresh = lifecycle.refresh.as_ref().map_or(&[][..], |refresh| &refresh.ids[..]);
+        for (edit, ids) in [(Edit::Reinstate, &lifecycle.reinstate[..]), (Edit::Refresh, refresh)] {
+            for slice in ids.chunks(JOB_PATCHES) {
+                publishing.job(vec![JobFile::Patches { edit, ids: slice.to_vec() }]).await?;
+            }
+        }
         Ok(publishing.finish().await)
     }
 
-    /// The plan of a run the state records (a leader carrying it on): the same source and revisions give the same
-    /// jobs.
-    async fn replan(&self, record: &RunRecord) -> Result<Plan, RunError> {
+    /// The plan of a run the state records (a leader carrying it on): the same source, revisions, state and start
+    /// give the same jobs.
+    async fn replan(&self, record: &RunRecord, state: &SyncState) -> Result<(Plan, Lifecycle), RunError> {
         let head = Revision {
             id: record.target.clone(),
             date: record.target_date.as_deref().and_then(|t| Timestamp::parse_rfc3339(t).ok()),
         };
         let converter = Converter::new(self.convert.clone());
-        Ok(match &record.base {
+        let plan = match &record.base {
             None => Plan::Full { head },
+            Some(base) if *base == head.id => Plan::UpToDate { head },
             Some(base) => {
                 let changes = self.source.changes(base, &head).await?;
                 let plan = crate::plan::plan_incremental(&self.source, &head, changes, &converter).await?;
                 Plan::Update { base: base.clone(), head, plan }
             }
-        })
+        };
+        let started = Timestamp::parse_rfc3339(&record.started).unwrap_or_else(|_| Timestamp::now());
+        let lifecycle = self.plan_lifecycle(state, &plan, started, &converter).await?;
+        Ok((plan, lifecycle))
     }
 
     /// Waits until every job is done or parked, logging progress.
@@ -321,7 +397,7 @@ impl MaltrailConnector {
         run: &RunContext<'_>,
         state: SyncState,
         record: RunRecord,
-        plan: Option<Plan>,
+        plan: Option<(Plan, Lifecycle)>,
         resumed: Option<u64>,
     ) -> Result<RunOutcome, BoxError> {
         let runtime = run.runtime();
@@ -331,15 +407,15 @@ impl MaltrailConnector {
         let started = Timestamp::parse_rfc3339(&record.started).unwrap_or_else(|_| run.started());
         let head_date = record.target_date.as_deref().and_then(|t| Timestamp::parse_rfc3339(t).ok());
         let times = match &record.base {
-            None => Times { valid_from: started, now: started },
-            Some(_) => Times { valid_from: head_date.unwrap_or(started), now: started },
+            None => Times::new(started, started, self.convert.validity),
+            Some(_) => Times::new(head_date.unwrap_or(started), started, self.convert.validity),
         };
         let total = match record.jobs {
             Some(total) => total,
             None => {
-                let plan = match plan {
+                let (plan, lifecycle) = match plan {
                     Some(plan) => plan,
-                    None => self.replan(&record).await?,
+                    None => self.replan(&record, &state).await?,
                 };
                 let mut publishing = Publishing {
                     connector: self,
@@ -352,7 +428,7 @@ impl MaltrailConnector {
                     next: 0,
                     reset: false,
                 };
-                match self.publish_jobs(&mut publishing, &plan).await {
+                match self.publish_jobs(&mut publishing, &plan, &lifecycle).await {
                     Ok(total) => total,
                     Err(RunError::Interrupted) => {
                         jobs.abandon().await;
@@ -395,14 +471,19 @@ impl MaltrailConnector {
         let work = runtime.work_for_ending(&work);
         self.report_skipped(&work, &report).await;
         let summary = format!(
-            "{} jobs, {} files, {} trails sent, {} revoked, {} relationships revoked, {} lines skipped, {} messages{}",
+            "{} jobs, {} files, {} trails sent, {} revoked, {} relationships revoked, {} un-revoked, {} refreshed, \
+             {} patches, {} lines skipped, {} messages, {} bytes{}",
             total,
             report.files,
             report.trails_sent,
             report.trails_revoked,
             report.relations_revoked,
+            report.trails_reinstated,
+            report.trails_refreshed,
+            report.patches,
             report.skipped,
             report.messages,
+            report.bytes,
             if tally.repeated > 0 { format!(" ({} jobs done twice)", tally.repeated) } else { String::new() },
         );
         if !tally.parked.is_empty() {
@@ -413,7 +494,12 @@ impl MaltrailConnector {
             self.drop_record(run, &state).await;
             return Err(error.into());
         }
-        let advanced = run.commit_state(self.synced(&state, &record.target, started)).await;
+        let added = if record.base.as_deref().is_some_and(|base| base != record.target) {
+            std::mem::take(&mut report.added)
+        } else {
+            Vec::new()
+        };
+        let advanced = run.commit_state(self.synced(&state, &record, started, added)).await;
         let mut message = summary;
         if !advanced {
             message.push_str(" (state reset during the run: the next run starts over)");
@@ -442,37 +528,52 @@ impl Job for MaltrailConnector {
         }
         // Planning may wait out a GitHub rate limit: shutdown interrupts it at once.
         let converter = Converter::new(self.convert.clone());
-        let plan = tokio::select! {
-            plan = plan(&self.source, &state, &converter) => plan.map_err(|error| -> BoxError {
+        let planned = async {
+            let plan = plan(&self.source, &state, &converter).await?;
+            let lifecycle = self.plan_lifecycle(&state, &plan, run.started(), &converter).await?;
+            Ok::<_, SourceError>((plan, lifecycle))
+        };
+        let (plan, lifecycle) = tokio::select! {
+            planned = planned => planned.map_err(|error| -> BoxError {
                 format!("cannot plan the run: {error}").into()
             })?,
             () = run.shutdown().triggered() => return Ok(RunOutcome::Interrupted),
         };
-        run.label(None, Some(&plan.head().id));
-        if let Plan::UpToDate { head } = &plan {
-            run.commit_state(self.synced(&state, &head.id, run.started())).await;
+        let head = plan.head().clone();
+        run.label(None, Some(&head.id));
+        let base = match &plan {
+            Plan::Update { base, .. } => Some(base.clone()),
+            Plan::UpToDate { head } => Some(head.id.clone()),
+            Plan::Full { .. } => None,
+        };
+        let record = RunRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            work_id: String::new(),
+            source: self.source.describe(),
+            base,
+            target: head.id.clone(),
+            target_date: head.date.map(|date| date.to_string()),
+            started: run.started().to_string(),
+            refreshed_through: lifecycle.refresh.as_ref().map(|refresh| refresh.through.to_string()),
+            published: 0,
+            jobs: None,
+        };
+        if matches!(plan, Plan::UpToDate { .. }) && lifecycle.is_empty() {
+            run.commit_state(self.synced(&state, &record, run.started(), Vec::new())).await;
             return Ok(RunOutcome::UpToDate);
         }
         if run.shutdown().is_triggered() {
             return Ok(RunOutcome::Interrupted);
         }
-        let work = runtime.open_work(&plan.work_name(&self.source.describe())).await?;
-        let head = plan.head();
-        let record = RunRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            work_id: work.id().to_owned(),
-            source: self.source.describe(),
-            base: match &plan {
-                Plan::Update { base, .. } => Some(base.clone()),
-                _ => None,
-            },
-            target: head.id.clone(),
-            target_date: head.date.map(|date| date.to_string()),
-            started: run.started().to_string(),
-            published: 0,
-            jobs: None,
+        let name = match &plan {
+            Plan::UpToDate { head } => {
+                format!("Maltrail refresh {} ({} indicators)", crate::plan::short(&head.id), lifecycle.patches())
+            }
+            plan => plan.work_name(&self.source.describe()),
         };
-        self.carry(run, state, record, Some(plan), None).await
+        let work = runtime.open_work(&name).await?;
+        let record = RunRecord { work_id: work.id().to_owned(), ..record };
+        self.carry(run, state, record, Some((plan, lifecycle)), None).await
     }
 
     fn last_run(&self, state: &StateDocument) -> Option<Timestamp> {
@@ -536,7 +637,14 @@ pub async fn serve(
         &connector_settings.metrics_subsystem,
     );
     let source = Source::from_settings(&config.maltrail).context("cannot set up the source")?;
-    let connector = Arc::new(MaltrailConnector::new(source, config.convert, config.maltrail.job_inline_bytes));
+    tracing::info!(
+        validity = %opencti_connector::settings::iso8601(config.convert.validity),
+        refresh_max_patches = config.maltrail.refresh_max_patches,
+        "indicators are sent valid for MALTRAIL_VALIDITY and refreshed by patch while Maltrail lists them; a platform \
+         with indicator decay on (OpenCTI's default) replaces their valid_until and revokes them by its own rule \
+         unless a decay exclusion rule covers the author Maltrail (README: Indicator lifecycle and decay)"
+    );
+    let connector = Arc::new(MaltrailConnector::new(source, config.convert, &config.maltrail));
     let about = opencti_connector::About { slug: SLUG, version: env!("CARGO_PKG_VERSION") };
     let Some(runtime) = opencti_connector::Runtime::start_with(config.platform, about, shutdown, timings).await? else {
         return Ok(());

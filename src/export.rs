@@ -50,7 +50,7 @@ pub async fn export(
     let head = source.head().await.with_context(|| format!("cannot read {}", source.describe()))?;
     let total = source.file_count(&head).await.ok();
     let files: Arc<Mutex<FileStream>> = Arc::new(Mutex::new(source.files(&head)));
-    let times = Times { valid_from: options.now, now: options.now };
+    let times = Times::new(options.now, options.now, converter.options().validity);
     let progress = Arc::new(Progress::default());
     let started = Instant::now();
     let tasks: Vec<_> = (0..options.jobs.clamp(1, 64))

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use crate::convert::{ConvertOptions, Converter, Times, file_trails};
-use crate::pipeline::{FileSend, Laid, send_file};
+use crate::lifecycle::{self, REINSTATE_MAX};
+use crate::pipeline::{FileSend, Laid, send_file, send_patches};
 use crate::plan::{FilePlan, ParsedChange};
 use crate::source::{Source, SourceError};
 use crate::stats::Stats;
@@ -88,12 +89,27 @@ pub(crate) enum JobFile {
         revoked: Vec<StixId>,
         revoked_relations: Vec<(String, String)>,
     },
+    /// Edits of indicators the platform holds ([`crate::lifecycle`]): no file.
+    Patches { edit: Edit, ids: Vec<StixId> },
+}
+
+/// What a [`JobFile::Patches`] does to its indicators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Edit {
+    /// `revoked: false`: trails Maltrail lists again.
+    Reinstate,
+    /// `valid_until` moved to the job's `times.valid_until`: listed trails whose refresh slot passed.
+    Refresh,
 }
 
 impl JobFile {
-    pub fn path(&self) -> &str {
+    /// The file, or what the job edits.
+    pub fn name(&self) -> String {
         match self {
-            Self::Whole { path, .. } | Self::Change { path, .. } => path,
+            Self::Whole { path, .. } | Self::Change { path, .. } => path.clone(),
+            Self::Patches { edit: Edit::Reinstate, ids } => format!("un-revocation of {} indicators", ids.len()),
+            Self::Patches { edit: Edit::Refresh, ids } => format!("refresh of {} indicators", ids.len()),
         }
     }
 
@@ -108,6 +124,7 @@ impl JobFile {
             Self::Change { path, old, new, revoked, revoked_relations } => {
                 Self::Change { path, old: old.map(reference), new: new.map(reference), revoked, revoked_relations }
             }
+            patches @ Self::Patches { .. } => patches,
         }
     }
 
@@ -142,8 +159,8 @@ impl JobMessage {
     pub fn label(files: &[JobFile]) -> String {
         match files {
             [] => "no file".into(),
-            [one] => one.path().to_owned(),
-            [first, .., last] => format!("{} … {} ({} files)", first.path(), last.path(), files.len()),
+            [one] => one.name(),
+            [first, .., last] => format!("{} … {} ({} files)", first.name(), last.name(), files.len()),
         }
     }
 }
@@ -164,9 +181,24 @@ pub(crate) struct JobReport {
     pub trails_sent: u64,
     pub trails_revoked: u64,
     pub relations_revoked: u64,
+    /// Indicators whose `valid_until` was moved ahead.
+    #[serde(default)]
+    pub trails_refreshed: u64,
+    /// Indicators un-revoked.
+    #[serde(default)]
+    pub trails_reinstated: u64,
+    /// Patches sent (revocations included).
+    #[serde(default)]
+    pub patches: u64,
+    /// Trails an update added, for the next run to un-revoke (at most [`REINSTATE_MAX`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added: Vec<StixId>,
     pub skipped: u64,
     pub skip_notes: Vec<SkipNote>,
     pub messages: u64,
+    /// Bytes of the messages published.
+    #[serde(default)]
+    pub bytes: u64,
     pub expectations: u64,
 }
 
@@ -176,10 +208,16 @@ impl JobReport {
         self.trails_sent += other.trails_sent;
         self.trails_revoked += other.trails_revoked;
         self.relations_revoked += other.relations_revoked;
+        self.trails_refreshed += other.trails_refreshed;
+        self.trails_reinstated += other.trails_reinstated;
+        self.patches += other.patches;
+        let room = REINSTATE_MAX.saturating_sub(self.added.len());
+        self.added.extend(other.added.iter().take(room).copied());
         self.skipped += other.skipped;
         let room = SKIP_NOTES.saturating_sub(self.skip_notes.len());
         self.skip_notes.extend(other.skip_notes.iter().take(room).cloned());
         self.messages += other.messages;
+        self.bytes += other.bytes;
         self.expectations += other.expectations;
     }
 
@@ -188,6 +226,7 @@ impl JobReport {
         self.trails_sent = laid.trails_sent;
         self.trails_revoked = laid.trails_revoked;
         self.relations_revoked = laid.relations_revoked;
+        self.patches = laid.patches;
         self.skipped = stats.total_skipped();
         self.skip_notes = stats
             .skip_examples
@@ -204,6 +243,7 @@ impl JobReport {
             .collect();
         let counts = sender.counts();
         self.messages = counts.messages;
+        self.bytes = counts.bytes;
         self.expectations = counts.expectations;
     }
 }
@@ -230,6 +270,7 @@ pub(crate) async fn lay_out(
     interrupted: impl Fn() -> bool,
 ) -> Result<JobReport, JobError> {
     let (mut stats, mut laid) = (Stats::default(), Laid::default());
+    let (mut added, mut refreshed, mut reinstated) = (Vec::new(), 0, 0);
     for job_file in files {
         if interrupted() {
             return Err(JobError::Interrupted);
@@ -269,11 +310,25 @@ pub(crate) async fn lay_out(
                 }
                 let (old_trails, new_trails) = parsed.trails();
                 let Some(send) = parsed.send(&plan, &old_trails, &new_trails, converter) else { continue };
+                let room = REINSTATE_MAX.saturating_sub(added.len());
+                added.extend(send.active.iter().take(room).map(|trail| trail.id));
                 send_file(sender, converter, &send, times, &mut laid).await?;
+            }
+            JobFile::Patches { edit, ids } => {
+                let patches = ids.iter().map(|id| match edit {
+                    Edit::Reinstate => lifecycle::reinstate(*id),
+                    Edit::Refresh => lifecycle::extend(*id, times.valid_until),
+                });
+                send_patches(sender, &job_file.name(), patches.collect(), &mut laid).await?;
+                match edit {
+                    Edit::Reinstate => reinstated += ids.len() as u64,
+                    Edit::Refresh => refreshed += ids.len() as u64,
+                }
             }
         }
     }
-    let mut report = JobReport::default();
+    let mut report =
+        JobReport { added, trails_refreshed: refreshed, trails_reinstated: reinstated, ..JobReport::default() };
     report.count(&stats, &laid, sender);
     Ok(report)
 }
@@ -327,7 +382,8 @@ mod tests {
     async fn a_platform_split_counts_no_expectation_as_its_batches_hold_several_objects() {
         let content = b"# Reference: https://example.org/r\nevil.example\n1.2.3.4:443\n/gate.php\n".to_vec();
         let files = vec![JobFile::Whole { path: "malware/x.txt".into(), content: Content::Inline(content) }];
-        let times = Times { valid_from: proto_stix::Timestamp::now(), now: proto_stix::Timestamp::now() };
+        let times =
+            Times::new(proto_stix::Timestamp::now(), proto_stix::Timestamp::now(), crate::convert::DEFAULT_VALIDITY);
         let source = Source::Directory(DirectorySource::new("/nonexistent"));
         let platform = SplitSettings {
             mode: opencti_connector::settings::SplitMode::Platform,

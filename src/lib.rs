@@ -10,6 +10,7 @@ pub mod connector;
 pub mod convert;
 pub mod export;
 pub(crate) mod job;
+pub(crate) mod lifecycle;
 pub mod pipeline;
 pub(crate) mod plan;
 pub mod settings;

@@ -1,6 +1,7 @@
 //! One trail file's bundle, laid out once for every purpose (a run's queue and directory, the export's files, the
 //! count of what a bundle will cost): the marking and the author, the family, each trail's objects in reference
-//! order, then what is revoked. Counts what it lays out, the one place trails and objects are counted.
+//! order, then what is revoked; and, in a bundle of their own, the patches that revoke it through the platform's
+//! edit path ([`crate::lifecycle`]). Counts what it lays out, the one place trails and objects are counted.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -8,6 +9,7 @@ use opencti_connector::send::{SendError, Sender};
 use proto_stix::{ObjectType, StixId, StixObject};
 
 use crate::convert::{Converter, Times, Trail};
+use crate::lifecycle;
 use crate::trails::TrailFile;
 
 /// One file's trails to send: active ones, revoked ones (from the file's previous version), and `indicates`
@@ -42,6 +44,8 @@ pub struct Laid {
     pub relations_revoked: u64,
     /// Distinct objects per file, by type.
     pub objects: BTreeMap<&'static str, u64>,
+    /// Patches (edits of objects the platform holds), apart from the objects.
+    pub patches: u64,
 }
 
 impl Laid {
@@ -52,6 +56,7 @@ impl Laid {
         for (kind, n) in other.objects {
             *self.objects.entry(kind).or_default() += n;
         }
+        self.patches += other.patches;
     }
 
     pub(crate) fn total_objects(&self) -> u64 {
@@ -105,19 +110,46 @@ pub async fn send_file(
         laid.trails_sent += 1;
         sender.send_ready(&mut bundle, false).await?;
     }
+    // Revoked, as upserts: what creates a revoked indicator the platform never received (protocol §8)...
+    let mut patches: Vec<StixObject<'static>> = Vec::with_capacity(send.revoked.len() + send.revoked_relations.len());
     for (old_file, trail) in &send.revoked {
         let old_converter = converter.file(old_file, times);
         let mut objects: Vec<StixObject<'_>> = Vec::with_capacity(1);
         old_converter.trail_objects(trail, true, &mut |object| objects.push(object));
         objects.iter().for_each(|object| laid.count(object));
         bundle.group(objects)?;
+        patches.push(lifecycle::revoke(trail.id));
         laid.trails_revoked += 1;
     }
     for (pattern, family) in &send.revoked_relations {
         let relation = converter.revoked_indicates(pattern, family, times);
         laid.count(&relation);
+        if let StixObject::Relationship(r) = &relation {
+            patches.push(lifecycle::revoke_relationship(r.common.id, r.source_ref, r.target_ref));
+        }
         bundle.group(vec![relation])?;
         laid.relations_revoked += 1;
+    }
+    sender.close(bundle).await?;
+    // ...and as patches, what revokes one it holds: in a bundle of their own, never beside the object they edit.
+    send_patches(sender, &format!("{} revocations", send.file.path), patches, laid).await
+}
+
+/// Sends `patches` in one bundle (one per message in client mode, as pycti sends them), labelled `label`.
+pub async fn send_patches(
+    sender: &mut Sender,
+    label: &str,
+    patches: Vec<StixObject<'static>>,
+    laid: &mut Laid,
+) -> Result<(), SendError> {
+    if patches.is_empty() {
+        return Ok(());
+    }
+    let mut bundle = sender.bundle(label)?;
+    for patch in patches {
+        laid.patches += 1;
+        bundle.group(vec![patch])?;
+        sender.send_ready(&mut bundle, false).await?;
     }
     sender.close(bundle).await
 }

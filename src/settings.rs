@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use opencti_connector::settings::{
-    ConnectorDefaults, Count, Fallback, HttpUrl, PLATFORM_SECTIONS, Secret, SectionDoc, Setting, SettingValue,
+    ConnectorDefaults, Count, Fallback, HttpUrl, PLATFORM_SECTIONS, Period, Secret, SectionDoc, Setting, SettingValue,
     Settings, SettingsError, Vars, enum_schema, list, platform_docs,
 };
 use proto_stix::Tlp;
@@ -44,6 +44,8 @@ pub struct MaltrailSettings {
     pub directory: Option<PathBuf>,
     /// A file larger than this travels to the worker as its git blob id, not in the job.
     pub job_inline_bytes: usize,
+    /// Most `valid_until` patches one run sends to keep listed trails valid.
+    pub refresh_max_patches: usize,
 }
 
 impl MaltrailSettings {
@@ -281,6 +283,22 @@ const SCORE_MASS_SCANNER: Setting<Score> = Setting::new(
     Fallback::Value(|| Count(u64::from(Scores::default().mass_scanner))),
 )
 .noun("a score");
+const VALIDITY: Setting<Period> = Setting::new(
+    "MALTRAIL_VALIDITY",
+    "How long an indicator holds (its `valid_until`) after it is sent; the trails Maltrail still lists are patched \
+     with a new `valid_until` every third of it, so they stay valid while listed, and expire that long after the \
+     connector stops. A platform with decay enabled replaces it unless a decay exclusion rule covers the connector \
+     (see the README).",
+    Fallback::Value(|| Period(crate::convert::DEFAULT_VALIDITY)),
+);
+const REFRESH_MAX_PATCHES: Setting<Count<0, 10_000_000>> = Setting::new(
+    "MALTRAIL_REFRESH_MAX_PATCHES",
+    "Most `valid_until` patches one run sends; the rest wait for the next run. `0` turns the refresh off. The \
+     default refreshes the whole trail set (about 1.6 million) within a third of the validity when runs are hourly \
+     or more frequent; raise it for longer periods.",
+    Fallback::Value(|| Count(50_000)),
+)
+.noun("a number of patches");
 const TLP: Setting<TlpLevel> = Setting::new(
     "MALTRAIL_TLP",
     "TLP marking of everything imported: `clear` (or `white`), `green`, `amber`, `amber+strict`, `red`.",
@@ -297,6 +315,7 @@ impl MaltrailSettings {
             path: vars.get(&PATH)?.0.display().to_string().trim_matches('/').to_owned(),
             directory: vars.optional(&DIRECTORY)?.map(|folder| folder.0),
             job_inline_bytes: vars.get(&JOB_INLINE_BYTES)?.as_usize(),
+            refresh_max_patches: vars.get(&REFRESH_MAX_PATCHES)?.as_usize(),
         })
     }
 
@@ -319,6 +338,8 @@ impl MaltrailSettings {
                 SCORE_SUSPICIOUS.doc(),
                 SCORE_MASS_SCANNER.doc(),
                 TLP.doc(),
+                VALIDITY.doc(),
+                REFRESH_MAX_PATCHES.doc(),
             ],
         }
     }
@@ -339,6 +360,7 @@ pub fn convert_options(vars: &Vars, maltrail: &MaltrailSettings) -> Result<Conve
             mass_scanner: score(&SCORE_MASS_SCANNER)?,
         },
         tlp: vars.get(&TLP)?.0,
+        validity: vars.get(&VALIDITY)?.as_duration(),
         file_link_base: maltrail.file_link_base(),
     })
 }

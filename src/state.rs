@@ -1,6 +1,7 @@
-//! What the connector keeps in its platform state: the last revision fully synced, when, and from which source.
-//! Small on purpose (the platform stores it and the connector pings it every 40 s); fields written by other
-//! versions are kept as they are.
+//! What the connector keeps in its platform state: the last revision fully synced, when, and from which source;
+//! where the refresh of `valid_until` stands, and the trails the last update added (to un-revoke). Small on purpose
+//! (the platform stores it and the connector pings it every 40 s); fields written by other versions are kept as
+//! they are.
 
 use opencti_connector::StateDocument;
 use proto_stix::Timestamp;
@@ -19,6 +20,13 @@ pub(crate) struct SyncState {
     /// The source the revision belongs to (`github:stamparm/maltrail@master`): another source means a full import.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The end of the last refresh window (`YYYY-MM-DDTHH:MM:SS.sssZ`): trails whose slot comes after it are due
+    /// ([`crate::lifecycle`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed_through: Option<String>,
+    /// Trails the last update added, which the next run un-revokes (one may be a trail revoked before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reinstate: Vec<proto_stix::StixId>,
     /// The run in flight, for a leader that takes over to carry it on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<RunRecord>,
@@ -44,6 +52,9 @@ pub struct RunRecord {
     pub target_date: Option<String>,
     /// When the run started (`valid_from` of a full import, `modified` of everything).
     pub started: String,
+    /// Where the refresh window ends once the run succeeds, when it refreshes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed_through: Option<String>,
     /// Jobs published so far: jobs below it are out; the one at it may have had its expectations announced.
     pub published: u64,
     /// The number of jobs, once every one is out.
@@ -80,6 +91,11 @@ impl SyncState {
             (Some(commit), None) => Some(commit),
             _ => None,
         }
+    }
+
+    /// Where the refresh window starts.
+    pub(crate) fn refreshed_through(&self) -> Option<Timestamp> {
+        Timestamp::parse_rfc3339(self.refreshed_through.as_deref()?).ok()
     }
 
     /// When the last run that did its job ended.

@@ -141,10 +141,12 @@ async fn second_run_sends_only_the_changes() {
 
     let github = FakeGitHub::start(snapshot_repo(), fake_github::FakeOptions::default()).await;
     let head = github.add_commit("test changes", NEW_DATE, changes);
+    // Refreshed a moment ago: this run refreshes nothing (the refresh has tests of its own).
     let state = serde_json::json!({
         "last_commit": fake_github::SNAPSHOT_COMMIT,
         "last_run": "2026-08-23T00:00:00Z",
         "source": "github:stamparm/maltrail@master",
+        "refreshed_through": proto_stix::Timestamp::now().to_string(),
     });
     let opencti =
         FakeOpenCti::start(FakeOptions { initial_state: Some(state.to_string()), ..FakeOptions::default() }).await;
@@ -166,9 +168,20 @@ async fn second_run_sends_only_the_changes() {
     let mut revoked = BTreeSet::new();
     let mut revoked_relations = BTreeSet::new();
     let mut indicator_valid_from = BTreeSet::new();
+    let mut revocation_patches = BTreeSet::new();
     for message in &messages {
         for object in message.envelope().objects() {
             let id = object["id"].as_str().unwrap_or_default().to_owned();
+            if object["opencti_operation"] == "patch" {
+                assert_eq!(
+                    object["opencti_field_patch"],
+                    serde_json::json!([{"key": "revoked", "value": [true], "operation": "replace"}]),
+                    "{object}"
+                );
+                assert!(message.envelope().objects().len() == 1, "one patch per message in client mode");
+                revocation_patches.insert(id);
+                continue;
+            }
             let is_revoked = object["revoked"] == Value::Bool(true);
             match (object["type"].as_str(), is_revoked) {
                 (Some("indicator"), false) => {
@@ -223,6 +236,9 @@ async fn second_run_sends_only_the_changes() {
         }
     }
     assert_eq!(revoked_relations, expected_relations, "revoked `indicates`");
+    // Each revocation also goes as a patch, which the platform applies whatever the indicator's decay (§8).
+    let revoked_anything: BTreeSet<String> = revoked.union(&revoked_relations).cloned().collect();
+    assert_eq!(revocation_patches, revoked_anything, "a revocation patch for each revoked object");
 
     // Requests grow with the changed files: head, two trees, blobs, and one archive to check candidates.
     let requests = github.requests();
@@ -239,6 +255,11 @@ async fn second_run_sends_only_the_changes() {
 
     let state: Value = serde_json::from_str(&opencti.state().expect("state")).expect("JSON");
     assert_eq!(state["last_commit"], head);
+    // The trails it added wait for the next run's un-revocation (any of them may be one revoked before).
+    let reinstate: BTreeSet<String> =
+        state["reinstate"].as_array().expect("reinstate").iter().map(|id| id.as_str().unwrap().to_owned()).collect();
+    let added: BTreeSet<String> = expected_active.iter().filter(|id| **id != x.id.to_string()).cloned().collect();
+    assert!(reinstate.is_superset(&added), "{reinstate:?} holds {added:?}");
     opencti.stop().await;
     github.stop();
 }

@@ -75,6 +75,7 @@ fn config(base_url: String, token: Option<&str>) -> MaltrailConfig {
         path: TRAILS.into(),
         directory: None,
         job_inline_bytes: 1 << 20,
+        refresh_max_patches: 0,
     }
 }
 

@@ -34,6 +34,7 @@ impl Job for Example {
             pattern: pattern.into(),
             pattern_type: "stix".into(),
             valid_from: now,
+            valid_until: None,
             x_opencti_score: Some(50),
             x_opencti_main_observable_type: Some("Domain-Name".into()),
             x_opencti_detection: Some(true),

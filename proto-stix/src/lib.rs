@@ -14,8 +14,8 @@ pub use bundle::{BundleWriter, piece};
 pub use id::{NAMESPACE, ObjectType, StixId};
 pub use marking::Tlp;
 pub use object::{
-    Common, ExternalReference, Identity, Indicator, Malware, MarkingContent, MarkingDefinition, Relationship,
-    SpecVersion, StixObject, Strings, ValueObservable,
+    Common, ExternalReference, FieldPatch, Identity, Indicator, Malware, MarkingContent, MarkingDefinition, Patch,
+    Relationship, SpecVersion, StixObject, Strings, ValueObservable,
 };
 pub use pattern::{Destination, MainObservableType, Observation};
 pub use timestamp::Timestamp;

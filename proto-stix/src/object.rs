@@ -165,6 +165,10 @@ pub struct Indicator<'a> {
     pub pattern: Cow<'a, str>,
     pub pattern_type: Cow<'a, str>,
     pub valid_from: Timestamp,
+    /// Until when the indicator holds; the platform revokes it after (and a revoked one is sent with the time of
+    /// its revocation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x_opencti_score: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -206,6 +210,63 @@ pub struct ValueObservable<'a> {
     pub x_opencti_labels: Strings<'a>,
 }
 
+/// One field of a [`Patch`]: pycti's `EditInput` (`value` is always a list; `true` a JSON boolean, since the
+/// platform's revocation tests `=== true`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldPatch<'a> {
+    pub key: Cow<'a, str>,
+    pub value: Vec<serde_json::Value>,
+    pub operation: Cow<'a, str>,
+}
+
+impl FieldPatch<'static> {
+    /// `key` replaced by `value`.
+    pub fn replace(key: &'static str, value: serde_json::Value) -> Self {
+        Self { key: Cow::Borrowed(key), value: vec![value], operation: Cow::Borrowed("replace") }
+    }
+}
+
+/// pycti's edit of an object the platform holds (`opencti_operation: "patch"`, `id` the edited object's): the
+/// platform's worker applies it with pycti's `apply_patch`, through the platform's edit mutation, so it changes
+/// fields an upsert leaves alone (protocol §8). A patch of a relationship carries its `source_ref` and
+/// `target_ref`, which pycti's splitter (run by the worker too) requires of any relationship.
+///
+/// A patch never shares a bundle with the object it edits: pycti's splitter keys a bundle's objects by id (and by
+/// the id in the OpenCTI extension), so one of the two would be lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Patch<'a> {
+    #[serde(rename = "type")]
+    pub object_type: Cow<'a, str>,
+    pub spec_version: SpecVersion,
+    pub id: StixId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ref: Option<StixId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<StixId>,
+    pub opencti_operation: Cow<'a, str>,
+    pub opencti_field_patch: Vec<FieldPatch<'a>>,
+}
+
+impl<'a> Patch<'a> {
+    /// A patch of `target` (an object the platform holds, not a relationship) setting `fields`.
+    pub fn of(target: StixId, fields: Vec<FieldPatch<'a>>) -> Self {
+        Self {
+            object_type: Cow::Borrowed(target.object_type().as_str()),
+            spec_version: SpecVersion,
+            id: target,
+            source_ref: None,
+            target_ref: None,
+            opencti_operation: Cow::Borrowed("patch"),
+            opencti_field_patch: fields,
+        }
+    }
+
+    /// A patch of the relationship `id` from `source` to `target`, setting `fields`.
+    pub fn of_relationship(id: StixId, source: StixId, target: StixId, fields: Vec<FieldPatch<'a>>) -> Self {
+        Self { source_ref: Some(source), target_ref: Some(target), ..Self::of(id, fields) }
+    }
+}
+
 /// Any object we emit; serialized with its `type` first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -219,6 +280,9 @@ pub enum StixObject<'a> {
     Ipv6Addr(ValueObservable<'a>),
     DomainName(ValueObservable<'a>),
     Url(ValueObservable<'a>),
+    /// An edit of an object the platform holds; its `type` is the edited object's.
+    #[serde(untagged)]
+    Patch(Patch<'a>),
 }
 
 impl StixObject<'_> {
@@ -230,6 +294,7 @@ impl StixObject<'_> {
             Self::Indicator(o) => o.common.id,
             Self::Relationship(o) => o.common.id,
             Self::Ipv4Addr(o) | Self::Ipv6Addr(o) | Self::DomainName(o) | Self::Url(o) => o.id,
+            Self::Patch(o) => o.id,
         }
     }
 
@@ -250,6 +315,7 @@ impl StixObject<'_> {
                 o.object_marking_refs.iter().copied().for_each(&mut f);
                 o.x_opencti_created_by_ref.into_iter().for_each(f);
             }
+            Self::Patch(_) => {}
         }
     }
 
@@ -257,5 +323,38 @@ impl StixObject<'_> {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         // Serializing these types into a Vec cannot fail: every map key is a string and no Serialize impl errs.
         let _ = serde_json::to_writer(out, self);
+    }
+}
+
+#[cfg(test)]
+mod patch_tests {
+    use super::*;
+    use crate::id::{ObjectType, indicator_id, malware_id, relationship_id};
+
+    #[test]
+    fn patches_serialize_as_pycti_reads_them() {
+        let target = indicator_id("[domain-name:value = 'evil.example']");
+        let patch = StixObject::Patch(Patch::of(target, vec![FieldPatch::replace("revoked", serde_json::json!(true))]));
+        let value = serde_json::to_value(&patch).unwrap();
+        assert_eq!(value["type"], "indicator");
+        assert_eq!(value["id"], target.to_string());
+        assert_eq!(value["opencti_operation"], "patch");
+        assert_eq!(
+            value["opencti_field_patch"],
+            serde_json::json!([{"key": "revoked", "value": [true], "operation": "replace"}])
+        );
+        assert!(value.get("source_ref").is_none());
+        assert_eq!(patch.id().object_type(), ObjectType::Indicator);
+        let back: StixObject<'_> = serde_json::from_value(value).unwrap();
+        assert_eq!(back, patch, "a patch reads back as a patch, not as the object it edits");
+
+        let family = malware_id("Emotet");
+        let id = relationship_id("indicates", &target, &family);
+        let relationship =
+            Patch::of_relationship(id, target, family, vec![FieldPatch::replace("revoked", serde_json::json!(true))]);
+        let value = serde_json::to_value(StixObject::Patch(relationship)).unwrap();
+        assert_eq!(value["type"], "relationship");
+        assert_eq!(value["source_ref"], target.to_string());
+        assert_eq!(value["target_ref"], family.to_string());
     }
 }

@@ -61,6 +61,9 @@ pub struct ConvertOptions {
     pub create_observables: bool,
     pub scores: Scores,
     pub tlp: Tlp,
+    /// How long an indicator holds after it is sent (or refreshed): its `valid_until` is that much later.
+    #[serde(with = "seconds")]
+    pub validity: std::time::Duration,
     /// Where a trail file is browsed, e.g. `https://github.com/stamparm/maltrail/blob/master/trails/static`;
     /// each indicator links to its file there.
     pub file_link_base: String,
@@ -73,20 +76,56 @@ impl Default for ConvertOptions {
             create_observables: true,
             scores: Scores::default(),
             tlp: Tlp::Clear,
+            validity: DEFAULT_VALIDITY,
             file_link_base: "https://github.com/stamparm/maltrail/blob/master/trails/static".into(),
         }
     }
 }
 
+/// `MALTRAIL_VALIDITY`'s default: 30 days, so that a trail Maltrail still lists stays valid through a month of the
+/// connector being down (the refresh renews it every third of that), and one it stops listing expires within a
+/// month even were its revocation lost.
+pub const DEFAULT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// A duration as whole seconds, in job payloads.
+mod seconds {
+    pub fn serialize<S: serde::Serializer>(duration: &std::time::Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(duration.as_secs())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<std::time::Duration, D::Error> {
+        let seconds = <u64 as serde::Deserialize>::deserialize(deserializer)?;
+        Ok(std::time::Duration::from_secs(seconds))
+    }
+}
+
 /// The times an object carries: `valid_from` (and `created`) is when the trail entered Maltrail where known, else
-/// when the connector first sent it; `now` is this run's time (`modified`).
+/// when the connector first sent it; `now` is this run's time (`modified`, and the time of a revocation);
+/// `valid_until` ends the validity of what is sent active.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Times {
     pub valid_from: Timestamp,
     pub now: Timestamp,
+    pub valid_until: Timestamp,
 }
 
 impl Times {
+    /// The times of a run at `now`, for trails valid from `valid_from`, valid for `validity`.
+    pub fn new(valid_from: Timestamp, now: Timestamp, validity: std::time::Duration) -> Self {
+        let validity_ms = i64::try_from(validity.as_millis()).unwrap_or(i64::MAX / 2);
+        let valid_until = Timestamp::from_unix_millis(now.unix_millis().saturating_add(validity_ms));
+        Self {
+            valid_from,
+            now,
+            valid_until: valid_until.max(Timestamp::from_unix_millis(valid_from.unix_millis() + 1)),
+        }
+    }
+
+    /// When a revoked indicator ceases to hold: now, and always after `valid_from`.
+    pub fn revoked_until(&self) -> Timestamp {
+        self.now.max(Timestamp::from_unix_millis(self.valid_from.unix_millis() + 1))
+    }
+
     fn common<'x>(&self, id: StixId) -> Common<'x> {
         Common::new(id, self.valid_from, self.now.max(self.valid_from))
     }
@@ -360,6 +399,7 @@ impl<'a> FileConverter<'a> {
             pattern: Cow::Borrowed(&trail.pattern),
             pattern_type: Cow::Borrowed("stix"),
             valid_from: self.times.valid_from,
+            valid_until: Some(if revoked { self.times.revoked_until() } else { self.times.valid_until }),
             x_opencti_score: Some(self.score),
             x_opencti_main_observable_type: Some(Cow::Borrowed(trail.main_observable_type.as_str())),
             x_opencti_detection: Some(self.file.category != Category::MassScanner),

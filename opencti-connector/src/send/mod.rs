@@ -93,6 +93,8 @@ pub struct SendCounts {
     pub objects: u64,
     /// Expectations those messages count on the work (platform rule: one per single-object message).
     pub expectations: u64,
+    /// Bytes of the messages published (envelopes included).
+    pub bytes: u64,
     /// Bundle files written.
     pub files: u64,
 }
@@ -167,6 +169,7 @@ impl Sender {
         for piece in bundle.pending.drain(..) {
             let body = queue.envelope.message(bundle.sequence, &piece.bundle);
             bundle.sequence += 1;
+            self.counts.bytes += body.len() as u64;
             queue.publisher.publish(body).await?;
             crate::metrics::global().published(piece.objects as u64);
             self.counts.messages += 1;

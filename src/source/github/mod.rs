@@ -222,6 +222,7 @@ mod tests {
             path: "trails/static".into(),
             directory: None,
             job_inline_bytes: 1 << 20,
+            refresh_max_patches: 0,
         }
     }
 
